@@ -1,0 +1,129 @@
+"""Small dataclasses passed between stages of the pipeline.
+
+Letter convention used in shape comments across the package:
+    B  images in a batch          P  priors over all levels (flattened)
+    C  classes                    n  ground-truth rows in a collated batch
+    M  positive (prior, gt) pairs A  anchors per cell at one level
+    H, W  feature-map height and width at one level
+
+Box format: unless a docstring says otherwise, boxes are ``(x1, y1, x2, y2)`` in pixels of the
+network input image (after letterbox / mosaic), with ``0 <= x1 <= x2`` and ``0 <= y1 <= y2``.
+
+Collated targets are one flat tensor ``targets (Tensor[n, 6]) = (image_index, class, x1, y1, x2, y2)``
+(float32; ``image_index`` and ``class`` hold integral values; ``class`` is the contiguous index 0..C-1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Priors:
+    """Priors (anchors or points) of all feature levels, flattened in level order.
+
+    Within level ``l`` the order is ``(A, H, W)`` (anchor major, then row, then column), so the flat
+    index of anchor ``a`` at cell ``(gy, gx)`` is ``level_offsets[l] + (a * H + gy) * W + gx``.
+
+    Attributes:
+        grid (Tensor[P, 2]): integer cell coordinates ``(gx, gy)`` of each prior, as float.
+        strides (Tensor[P]): stride in pixels of the level of each prior.
+        anchors (Tensor[P, 2] | None): anchor ``(w, h)`` in pixels; None for point priors (FCOS).
+        level (Tensor[P]): level index (long) of each prior.
+        anchor_id (Tensor[P]): index of the anchor within its level (long); 0 for point priors.
+        level_shapes (list[tuple[int, int, int]]): ``(A, H, W)`` per level.
+        level_anchors (list[Tensor[A, 2]] | None): the anchors of each level in pixels.
+    """
+
+    grid: Tensor
+    strides: Tensor
+    anchors: Tensor | None
+    level: Tensor
+    anchor_id: Tensor
+    level_shapes: list[tuple[int, int, int]]
+    level_anchors: list[Tensor] | None = None
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_shapes)
+
+    @property
+    def level_offsets(self) -> list[int]:
+        """Flat index of the first prior of each level; length ``num_levels + 1``."""
+        offsets = [0]
+        for a, h, w in self.level_shapes:
+            offsets.append(offsets[-1] + a * h * w)
+        return offsets
+
+    @property
+    def centers(self) -> Tensor:
+        """Tensor[P, 2]: cell centre ``(x, y)`` in pixels."""
+        return (self.grid + 0.5) * self.strides[:, None]
+
+    def __len__(self) -> int:
+        return self.grid.shape[0]
+
+
+@dataclass
+class HeadOutputs:
+    """Raw head outputs flattened over all priors (see :class:`Priors` for the order).
+
+    Attributes:
+        box (Tensor[B, P, 4]): raw box regression, decoded into xyxy pixels by a box coder.
+        cls (Tensor[B, P, C]): class logits.
+        obj (Tensor[B, P] | None): objectness logits; None for heads without objectness.
+        box_log_var (Tensor[B, P, 4] | None): predicted log-variance of each decoded xyxy
+            coordinate (KL loss, He et al. 2019); None unless the head predicts uncertainty.
+        priors (Priors): the priors the outputs are laid out over (constants, not learnt).
+    """
+
+    box: Tensor
+    cls: Tensor
+    obj: Tensor | None
+    priors: Priors
+    box_log_var: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.box.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.cls.shape[-1]
+
+
+@dataclass
+class Assignment:
+    """Result of every assigner: which priors learn which ground-truth boxes.
+
+    Positives are listed as pairs, so a prior may be matched to more than one ground truth
+    (YOLOv5 keeps such duplicates). Everything that is neither positive nor ignored is negative,
+    unless ``negative`` narrows it (sampling, hard-negative mining).
+
+    Attributes:
+        batch_index (Tensor[M]): image of each positive pair (long).
+        prior_index (Tensor[M]): flat prior index of each positive pair (long), in ``[0, P)``.
+        gt_index (Tensor[M]): row of ``targets`` (Tensor[n, 6]) matched by each pair (long).
+        ignore (Tensor[B, P] | None): bool, priors excluded from the objectness / background loss.
+        negative (Tensor[B, P] | None): bool, the negatives to use; None means "all the rest".
+        weight (Tensor[M] | None): optional per-pair weight (for example FCOS centerness).
+    """
+
+    batch_index: Tensor
+    prior_index: Tensor
+    gt_index: Tensor
+    ignore: Tensor | None = None
+    negative: Tensor | None = None
+    weight: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def num_pos(self) -> int:
+        return int(self.batch_index.numel())
+
+    @staticmethod
+    def empty(device: torch.device | str = "cpu") -> "Assignment":
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return Assignment(batch_index=z, prior_index=z.clone(), gt_index=z.clone())
