@@ -1,0 +1,288 @@
+"""The training loop: read it top to bottom.
+
+``fit(cfg)`` builds every part from the config (``detector.build``), then for each epoch runs
+``train_one_epoch`` and, every ``train.eval_interval`` epochs and at the end, ``evaluate`` with the EMA
+weights; it writes ``last.pt`` / ``best.pt`` atomically, TensorBoard scalars and ``results.json``.
+
+Reproducibility: every epoch starts by re-seeding all generators from ``(train.seed, epoch)``, so the
+work of an epoch depends only on what the checkpoint holds (weights, EMA, optimizer, scaler, epoch).
+That is what makes a resumed run reach the same weights as an uninterrupted one on the CPU.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from detector import build
+from detector.config import Config, config_to_dict, save_config
+from detector.data import scale_boxes_to_original
+from detector.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from detector.engine.ema import ModelEMA
+from detector.engine.optim import LRSchedule, accumulate_steps, apply_lr, build_optimizer, scaled_weight_decay, warmup_iterations
+from detector.engine.rng import get_rng_state, seed_everything, set_rng_state
+from detector.evaluation.coco import detections_to_coco, evaluate_coco, format_coco_table, write_results_json
+from detector.ops.nms import postprocess
+
+
+def fitness(stats: dict[str, float]) -> float:
+    """YOLOv5's model-selection score: 0.1 * mAP50 + 0.9 * mAP50-95."""
+    return 0.1 * stats.get("mAP50", 0.0) + 0.9 * stats.get("mAP", 0.0)
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; otherwise torch.device(name) (checked to exist)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def next_run_dir(out_dir: str | Path, name: str) -> Path:
+    """runs/train/exp, then exp2, exp3, ... (never overwrites an earlier run)."""
+    root = Path(out_dir)
+    candidate, k = root / name, 2
+    while candidate.exists():
+        candidate, k = root / f"{name}{k}", k + 1
+    return candidate
+
+
+@dataclass
+class TrainState:
+    """What changes during a run and goes into every checkpoint."""
+
+    epoch: int = -1  # last completed epoch
+    best_fitness: float = -1.0
+    metrics: dict = field(default_factory=dict)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ema: ModelEMA | None,
+    device: torch.device,
+    epoch: int,
+    schedule: LRSchedule,
+    accumulate: int,
+    grad_clip: float | None,
+    amp: bool,
+    channels_last: bool,
+    writer=None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of each loss term (per image, as logged by YOLOv5)."""
+    model.train()
+    num_batches = len(loader)
+    sums: dict[str, float] = {}
+    it = _progress(loader, total=num_batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", enabled=progress)
+    optimizer.zero_grad(set_to_none=True)
+    last_step = -1
+    for i, batch in enumerate(it):
+        step = i + num_batches * epoch  # global iteration
+        apply_lr(optimizer, step, epoch, schedule)
+        images = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = batch.targets.to(device)
+        with torch.autocast(device_type=device.type, enabled=amp):
+            outputs = model(images)
+        losses = criterion(_float32(outputs), targets)
+        scaler.scale(losses["loss"]).backward()
+        # YOLOv5 accumulates gradients to a nominal batch of `nbs` images before stepping.
+        if step - last_step >= accumulate or i == num_batches - 1:
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+            last_step = step
+        terms = {k: float(v.detach()) for k, v in losses.items() if k != "loss"}
+        if not all(math.isfinite(v) for v in terms.values()):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {i}: {terms}")
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if progress and hasattr(it, "set_postfix"):
+            it.set_postfix({k: f"{v / (i + 1):.4f}" for k, v in sums.items()}, refresh=False)
+        if writer is not None:
+            for g, group in enumerate(optimizer.param_groups):
+                writer.add_scalar(f"lr/pg{g}", group["lr"], step)
+    return {k: v / max(num_batches, 1) for k, v in sums.items()}
+
+
+def _float32(outputs):
+    """Loss terms are computed in float32 even when the forward pass ran under autocast."""
+    for name in ("box", "cls", "obj", "box_log_var"):
+        t = getattr(outputs, name)
+        if t is not None and t.dtype != torch.float32:
+            setattr(outputs, name, t.float())
+    return outputs
+
+
+@torch.no_grad()
+def predict(model: nn.Module, coder, images: Tensor, eval_cfg) -> list[Tensor]:
+    """images (Tensor[B,3,H,W]) -> B tensors [k, 6] = (x1, y1, x2, y2, score, class) in input pixels."""
+    outputs = _float32(model(images))
+    boxes = coder.decode(outputs.box, outputs.priors)  # (B, P, 4)
+    return postprocess(
+        boxes,
+        outputs.cls,
+        outputs.obj,
+        conf_thres=eval_cfg.conf_thres,
+        iou_thres=eval_cfg.iou_thres,
+        max_det=eval_cfg.max_det,
+        method=eval_cfg.nms,
+        box_log_var=outputs.box_log_var,
+        variance_voting=eval_cfg.variance_voting,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, coder, loader, dataset, eval_cfg, device: torch.device, progress: bool = True) -> dict[str, float]:
+    """COCO mAP (pycocotools) of ``model`` on ``loader``'s images; boxes mapped back to original pixels."""
+    model.eval()
+    results, image_ids = [], []
+    for batch in _progress(loader, total=len(loader), desc="eval", enabled=progress):
+        dets = predict(model, coder, batch.images.to(device), eval_cfg)
+        dets = [d.cpu() for d in dets]
+        for d, meta in zip(dets, batch.metas):
+            d[:, :4] = scale_boxes_to_original(d[:, :4], meta)
+        ids = [meta.image_id for meta in batch.metas]
+        results += detections_to_coco(dets, ids, dataset.cat_ids)
+        image_ids += ids
+    return evaluate_coco(dataset.coco_gt(), results, image_ids=image_ids)
+
+
+def fit(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train as ``cfg`` says; return the final metrics (COCO stats of the last evaluation and loss terms).
+
+    ``resume``: a ``last.pt`` to continue from; the run directory is then the checkpoint's folder and the
+    config is the one stored in the checkpoint (the caller passes it as ``cfg``).
+    ``on_epoch_end(epoch, metrics)`` is called after each epoch's checkpoint is written.
+    """
+    tc = cfg.train
+    device = select_device(tc.device)
+    seed_everything(tc.seed, deterministic=tc.deterministic)
+    if resume is not None:
+        run_dir = Path(resume).parent
+    run_dir = Path(run_dir) if run_dir is not None else next_run_dir(tc.out_dir, tc.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+    parts = build.build_all(cfg, device)
+    model, criterion, coder = parts.model, parts.criterion, parts.coder
+    cuda = device.type == "cuda"
+    amp, channels_last = tc.amp and cuda, tc.channels_last and cuda
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    accumulate = accumulate_steps(tc.batch_size, tc.nbs)
+    weight_decay = scaled_weight_decay(tc.weight_decay, tc.batch_size, accumulate, tc.nbs)
+    optimizer = build_optimizer(model, tc.optimizer, lr=tc.lr0, momentum=tc.momentum, weight_decay=weight_decay, nesterov=tc.nesterov)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    ema = ModelEMA(model, decay=tc.ema_decay, tau=tc.ema_tau) if tc.ema else None
+    state = TrainState()
+
+    if resume is not None:
+        ckpt = load_checkpoint(resume, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.load_state_dict({"module": ckpt["ema"], "updates": ckpt["ema_updates"]})
+        if ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+        state = TrainState(epoch=ckpt["epoch"], best_fitness=ckpt["best_fitness"], metrics=ckpt.get("metrics", {}))
+        set_rng_state(ckpt["rng"])
+        print(f"Resuming {resume} after epoch {state.epoch + 1}/{tc.epochs}")
+
+    batches_per_epoch = len(parts.train_loader)
+    schedule = LRSchedule(
+        epochs=tc.epochs, lrf=tc.lrf, schedule=tc.schedule,
+        warmup_iters=warmup_iterations(tc.warmup_epochs, batches_per_epoch),
+        warmup_bias_lr=tc.warmup_bias_lr, warmup_momentum=tc.warmup_momentum, momentum=tc.momentum,
+    )
+    writer = _tensorboard(run_dir)
+    final_stats: dict[str, float] = dict(state.metrics.get("coco", {}))
+    t0 = time.time()
+    for epoch in range(state.epoch + 1, tc.epochs):
+        seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
+        parts.set_epoch(epoch)
+        terms = train_one_epoch(
+            model, criterion, parts.train_loader, optimizer, scaler, ema, device, epoch, schedule,
+            accumulate, tc.grad_clip, amp, channels_last, writer=writer, progress=progress,
+        )
+        for k, v in terms.items():
+            writer.add_scalar(f"train/{k}", v, epoch)
+        last_epoch = epoch == tc.epochs - 1
+        if (epoch + 1) % tc.eval_interval == 0 or last_epoch:
+            eval_model = ema.module if ema is not None else model
+            final_stats = evaluate(eval_model, coder, parts.val_loader, parts.val_dataset, cfg.eval, device, progress=progress)
+            for k, v in final_stats.items():
+                writer.add_scalar(f"metrics/{k}", v, epoch)
+            print(f"epoch {epoch + 1}: mAP50-95 {final_stats['mAP']:.4f}  mAP50 {final_stats['mAP50']:.4f}")
+        state.epoch = epoch
+        state.metrics = {"train": terms, "coco": final_stats, "epoch_time_s": time.time() - t0}
+        fit_value = fitness(final_stats) if final_stats else -1.0
+        is_best = fit_value > state.best_fitness
+        state.best_fitness = max(state.best_fitness, fit_value)
+        ckpt = {
+            "model": model.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "ema_updates": ema.updates if ema is not None else 0,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if amp else None,
+            "epoch": epoch,
+            "best_fitness": state.best_fitness,
+            "config": config_to_dict(cfg),
+            "metrics": state.metrics,
+            "version": CHECKPOINT_VERSION,
+            "rng": get_rng_state(),
+            "num_classes": parts.num_classes,
+            "names": list(parts.val_dataset.names),
+        }
+        save_checkpoint(run_dir / "last.pt", ckpt)
+        if is_best and final_stats:
+            save_checkpoint(run_dir / "best.pt", ckpt)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, state.metrics)
+    writer.close()
+    train_time = time.time() - t0
+    result = {"coco": final_stats, "train": state.metrics.get("train", {}), "train_time_s": train_time,
+              "epochs": tc.epochs, "device": str(device), "run_dir": str(run_dir)}
+    write_results_json(run_dir / "results.json", final_stats, extra={k: v for k, v in result.items() if k != "coco"})
+    if final_stats:
+        print(format_coco_table(final_stats))
+    print(f"Results written to {run_dir}")
+    return result
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _tensorboard(run_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir))
