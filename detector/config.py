@@ -257,8 +257,8 @@ class LossConfig:
     weights: dict[str, float] = _opt(factory=lambda: {"box": 0.05, "obj": 1.0, "cls": 0.5},
                                      check=_check_each(_in_range(0.0)))
     """Weight of each loss term in the total (``box``, ``obj``, ``cls``; extra terms such as ``var`` allowed)."""
-    obj_target: str = _opt("iou", choices=("iou", "one"))
-    """Objectness target of a positive: its detached IoU with the gt (``iou``, clamped at 0) or 1 (``one``)."""
+    obj_target: str = _opt("ciou", choices=("ciou", "iou", "one"))
+    """Objectness target of a positive: detached CIoU with the gt clamped at 0 (``ciou``, YOLOv5), plain IoU (``iou``) or 1 (``one``)."""
     level_balance: list[float] = _opt(factory=lambda: [4.0, 1.0, 0.4], check=_check_level_balance)
     """Objectness loss weight per output level (fine to coarse); one per ``model.strides`` entry."""
     scale_gains: bool = _opt(True)

@@ -1,0 +1,143 @@
+"""Time every box and classification loss, forward and forward + backward, on a realistic set of pairs.
+
+The pairs imitate the positives of one YOLOv5 training batch: the ground-truth boxes of ``--batch`` coco128
+images (YOLO txt labels, scaled to a square ``--image-size`` input), each replicated ``--replicas`` times
+(YOLOv5's assigner gives a ground truth about 3 anchors x 3 cells), with predictions made by jittering the
+ground truth (centre shift and log-size noise of ``--jitter`` relative to its size). Boxes are passed in
+grid units of stride 8, as the criterion would for the finest level. Classification losses see the class
+logits of those pairs, ``[pairs, 80]`` with one-hot targets (the ranking losses ap and dr therefore rank
+pairs x 80 elements, not every prior of the batch).
+
+    python benchmarks/bench_losses.py --repeat 20 [--device cuda] [--batch 64]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from detector.losses.box import BOX
+from detector.losses.classification import CLS
+
+ROOT = Path(__file__).resolve().parents[1]
+LABEL_DIRS = (ROOT / "data/coco128/labels/train2017", ROOT.parent / "shared/data/coco128/labels/train2017")
+NUM_CLASSES = 80
+
+
+def find_label_dir(explicit: str | None) -> Path:
+    """The coco128 YOLO label folder: ``--labels``, else the project's data/, else ../shared/data/."""
+    candidates = (Path(explicit),) if explicit else LABEL_DIRS
+    for path in candidates:
+        if path.is_dir() and any(path.glob("*.txt")):
+            return path
+    raise SystemExit(f"bench_losses: no YOLO label folder found; tried {', '.join(map(str, candidates))} "
+                     "(pass --labels DIR)")
+
+
+def load_boxes(label_dir: Path, num_images: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """First ``num_images`` non-empty label files -> (boxes Tensor[n, 4] xyxy px, classes Tensor[n], images used)."""
+    boxes, classes, used = [], [], 0
+    for path in sorted(label_dir.glob("*.txt")):
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        t = torch.tensor([[float(v) for v in r[:5]] for r in rows])  # (k, 5) class cx cy w h, normalised
+        cxcy, wh = t[:, 1:3] * image_size, t[:, 3:5] * image_size
+        boxes.append(torch.cat((cxcy - wh / 2, cxcy + wh / 2), 1))
+        classes.append(t[:, 0].long())
+        used += 1
+        if used == num_images:
+            break
+    return torch.cat(boxes), torch.cat(classes), used
+
+
+def make_pairs(boxes: torch.Tensor, replicas: int, jitter: float, stride: float, generator: torch.Generator):
+    """Replicate each gt ``replicas`` times and jitter the copies into predictions; both in grid units."""
+    target = boxes.repeat_interleave(replicas, 0)  # (N, 4) px
+    centre, size = (target[:, :2] + target[:, 2:]) / 2, (target[:, 2:] - target[:, :2]).clamp(min=1)
+    centre = centre + torch.randn(centre.shape, generator=generator) * jitter * size
+    size = size * torch.exp(torch.randn(size.shape, generator=generator) * jitter)
+    pred = torch.cat((centre - size / 2, centre + size / 2), 1)
+    return pred / stride, target / stride
+
+
+def time_call(fn, repeat: int, warmup: int, device: torch.device) -> float:
+    """Median milliseconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def bench(name: str, loss_fn, inputs: tuple, kwargs: dict, repeat: int, warmup: int, device: torch.device):
+    """(forward ms, forward + backward ms) of ``loss_fn(*inputs, **kwargs).sum()``; the first input learns."""
+
+    def forward():
+        return loss_fn(*inputs, reduction="none", **kwargs).sum()
+
+    def forward_backward():
+        inputs[0].grad = None
+        forward().backward()
+
+    return time_call(forward, repeat, warmup, device), time_call(forward_backward, repeat, warmup, device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=64, help="coco128 images whose boxes make the pairs")
+    parser.add_argument("--replicas", type=int, default=9, help="pairs per ground truth (YOLOv5: ~3 anchors x 3 cells)")
+    parser.add_argument("--jitter", type=float, default=0.15, help="prediction noise relative to the box size")
+    parser.add_argument("--image-size", type=int, default=640, help="square network input side in pixels")
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per loss (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--labels", default=None, help="YOLO label folder (default: coco128 in data/ or ../shared)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(args.seed)
+    label_dir = find_label_dir(args.labels)
+    boxes, classes, used = load_boxes(label_dir, args.batch, args.image_size)
+    stride = 8.0
+    pred, target = make_pairs(boxes, args.replicas, args.jitter, stride, g)
+    n = pred.shape[0]
+    pred = pred.to(device).requires_grad_()
+    target = target.to(device)
+    log_var = (torch.randn(n, 4, generator=g) * 0.5).to(device).requires_grad_()
+    image_size = torch.full((n,), args.image_size / stride, device=device)
+    logits = (torch.randn(n, NUM_CLASSES, generator=g) * 2 - 4).to(device).requires_grad_()
+    one_hot = torch.nn.functional.one_hot(classes.repeat_interleave(args.replicas), NUM_CLASSES).float().to(device)
+
+    print(f"pairs: {len(boxes)} ground-truth boxes of {used} coco128 images ({label_dir}), each replicated "
+          f"{args.replicas}x as a YOLOv5 assigner does, predictions = gt jittered by {args.jitter} of its size; "
+          f"boxes in stride-{stride:g} grid units; class logits [{n}, {NUM_CLASSES}] with one-hot targets")
+    print(f"device {device}, torch {torch.__version__}, median of {args.repeat} runs after {args.warmup} warm-up\n")
+    header = f"{'loss':<16}{'family':<8}{'forward ms':>12}{'fwd+bwd ms':>12}{'pairs':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, fn in BOX.items():
+        extra = {}
+        if name == "kl":
+            extra["pred_log_var"] = log_var
+        if name == "yolov3_mse":
+            extra["image_size"] = image_size
+        fwd, both = bench(name, fn, (pred, target), extra, args.repeat, args.warmup, device)
+        print(f"{name:<16}{'box':<8}{fwd:>12.3f}{both:>12.3f}{n:>9}")
+    for name, fn in CLS.items():
+        fwd, both = bench(name, fn, (logits, one_hot), {}, args.repeat, args.warmup, device)
+        print(f"{name:<16}{'cls':<8}{fwd:>12.3f}{both:>12.3f}{n:>9}")
+
+
+if __name__ == "__main__":
+    main()

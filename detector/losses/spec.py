@@ -1,0 +1,176 @@
+"""Turn a config loss entry into a callable with its parameters bound.
+
+A config names a loss in one of two forms::
+
+    loss:
+      box: ciou                           # a name from BOX
+      cls: {name: focal, gamma: 1.5}      # a name from CLS plus keyword parameters
+
+:func:`parse_loss_spec` looks the name up in a table (``BOX`` of :mod:`detector.losses.box`, ``CLS`` of
+:mod:`detector.losses.classification`), checks every parameter against the function's keyword parameters
+(via :mod:`inspect`) and returns a :class:`LossSpec`. Mistakes raise :class:`detector.errors.ConfigError`
+naming the key path (``loss.box.name``, ``loss.cls.gamma``), listing the valid choices and suggesting the
+closest one.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import numbers
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from torch import Tensor
+
+from detector.errors import ConfigError
+
+# Keyword inputs the criterion supplies itself; a config may not set them.
+CALLER_SUPPLIED = frozenset({"reduction", "pred_log_var", "image_size"})
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss function with its config parameters bound.
+
+    Attributes:
+        name (str): the config name (``"focal_eiou"``).
+        fn (Callable): the loss function from the table.
+        params (Mapping[str, Any]): the bound keyword parameters (read-only), only those the config set.
+    """
+
+    name: str
+    fn: Callable[..., Tensor]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Call ``fn(*args, **params, **kwargs)``; call-time keywords must not repeat a bound parameter."""
+        return self.fn(*args, **self.params, **kwargs)
+
+    def accepts(self, keyword: str) -> bool:
+        """Whether ``fn``'s signature names ``keyword`` (how the criterion decides to pass ``pred_log_var``)."""
+        return keyword in inspect.signature(self.fn).parameters
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"LossSpec({self.name}{', ' if args else ''}{args})"
+
+
+def _choices_message(kind: str, given: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(given, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {given!r}{hint}; valid: {', '.join(valid)}"
+
+
+def configurable_params(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The parameters of a loss a config may set, by name.
+
+    Every parameter that can be passed by keyword, except the two inputs (``pred, target`` or
+    ``logits, target``) and :data:`CALLER_SUPPLIED`.
+    """
+    keyword_kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(inspect.signature(fn).parameters.values())[2:]
+    return {p.name: p for p in params if p.kind in keyword_kinds and p.name not in CALLER_SUPPLIED}
+
+
+def _check_value(key: str, param: inspect.Parameter, value: Any) -> None:
+    """Raise a ConfigError when ``value`` cannot stand for ``param``'s default (number for a number, ...)."""
+    default = param.default
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif isinstance(default, numbers.Real):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        expected = "a number"
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        expected = "a string"
+    else:
+        return
+    if not ok:
+        raise ConfigError(key, f"expected {expected} (default {default!r}), got {value!r}")
+
+
+def parse_loss_spec(spec: Any, table: Mapping[str, Callable[..., Tensor]], key: str = "loss") -> LossSpec:
+    """Parse ``"ciou"`` or ``{"name": "focal_eiou", "gamma": 0.5}`` against ``table`` into a :class:`LossSpec`.
+
+    Args:
+        spec: a loss name (str), a mapping with ``name`` and keyword parameters, an object with ``name``
+            and ``params`` attributes (``detector.config.LossSpec``), or a :class:`LossSpec` (returned
+            unchanged).
+        table: config name -> loss function (``BOX`` or ``CLS``).
+        key: dotted config path of the entry, used in error messages (``"loss.box"``).
+
+    Returns:
+        LossSpec with the parameters the config set (the function's defaults fill the rest at call time).
+
+    Raises:
+        ConfigError: the spec is neither a string nor a mapping, has no ``name``, names an unknown loss,
+            sets an unknown parameter, a parameter the criterion supplies, or a value of the wrong type.
+    """
+    if isinstance(spec, LossSpec):
+        return spec
+    if not isinstance(spec, (str, Mapping)) and hasattr(spec, "name") and hasattr(spec, "params"):
+        spec = {"name": spec.name, **dict(spec.params)}  # detector.config.LossSpec
+    if isinstance(spec, str):
+        name, params, name_key = spec, {}, key
+    elif isinstance(spec, Mapping):
+        if "name" not in spec:
+            raise ConfigError(
+                key,
+                f"a loss given as a mapping needs a 'name' (one of: {', '.join(table)}), got keys {sorted(spec)}",
+            )
+        name, params, name_key = spec["name"], {k: v for k, v in spec.items() if k != "name"}, f"{key}.name"
+    else:
+        raise ConfigError(
+            key, f"expected a loss name or {{name: ..., param: value}}, got {type(spec).__name__} {spec!r}"
+        )
+    if not isinstance(name, str) or name not in table:
+        raise ConfigError(name_key, _choices_message("loss", str(name), list(table)))
+    fn = table[name]
+    allowed = configurable_params(fn)
+    for param_name, value in params.items():
+        param_key = f"{key}.{param_name}"
+        if param_name in CALLER_SUPPLIED:
+            raise ConfigError(param_key, f"{param_name!r} is supplied by the criterion and cannot be set in a config")
+        if param_name not in allowed:
+            valid = list(allowed)
+            if not valid:
+                raise ConfigError(param_key, f"loss {name!r} takes no parameters, got {param_name!r}")
+            raise ConfigError(param_key, _choices_message(f"parameter of loss {name!r}", str(param_name), valid))
+        _check_value(param_key, allowed[param_name], value)
+    return LossSpec(name=name, fn=fn, params=params)
+
+
+def make_loss(table: Mapping[str, Callable[..., Tensor]], spec: Any, key: str = "loss") -> LossSpec:
+    """:func:`parse_loss_spec` with the table first (``make_loss(BOX, cfg.loss.box, key="loss.box")``)."""
+    return parse_loss_spec(spec, table, key)
+
+
+def box_loss_table() -> Mapping[str, Callable[..., Tensor]]:
+    """``BOX`` of :mod:`detector.losses.box`, imported on first use."""
+    from detector.losses.box import BOX
+
+    return BOX
+
+
+def cls_loss_table() -> Mapping[str, Callable[..., Tensor]]:
+    """``CLS`` of :mod:`detector.losses.classification` (classification and ranking losses)."""
+    from detector.losses.classification import CLS
+
+    return CLS
+
+
+def parse_box_loss(spec: Any, key: str = "loss.box") -> LossSpec:
+    """:func:`parse_loss_spec` against ``BOX``."""
+    return parse_loss_spec(spec, box_loss_table(), key)
+
+
+def parse_cls_loss(spec: Any, key: str = "loss.cls") -> LossSpec:
+    """:func:`parse_loss_spec` against ``CLS`` (also for the objectness slot: ``key="loss.obj"``)."""
+    return parse_loss_spec(spec, cls_loss_table(), key)
