@@ -1,0 +1,197 @@
+"""The sample type every dataset yields, and the base class the three dataset formats share.
+
+Box format: ``(x1, y1, x2, y2)`` in pixels of the image as stored on disk (before any resize),
+float32, ``0 <= x1 < x2 <= width`` and ``0 <= y1 < y2 <= height``. Class labels are contiguous
+indices ``0..C-1``; ``dataset.cat_ids[label]`` is the category id used in the COCO ground truth.
+
+Images are decoded with OpenCV ignoring EXIF orientation, so pixels are the stored array that
+COCO's ``width``/``height`` and box coordinates refer to, and returned as RGB uint8.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from detector.errors import DatasetError
+
+
+def dataset_error(file: str, message: str, line: int | None = None) -> DatasetError:
+    """A :class:`DatasetError` whose message starts with ``file:line:`` (or ``file:``).
+
+    The location is also kept as attributes ``file`` and ``line`` for callers that want it.
+    """
+    where = f"{file}:{line}" if line is not None else f"{file}"
+    err = DatasetError(f"{where}: {message}")
+    err.file, err.line = file, line
+    return err
+
+
+@dataclass
+class Sample:
+    """One image and its boxes.
+
+    Attributes:
+        image (ndarray[H, W, 3] uint8): RGB pixels.
+        boxes (ndarray[k, 4] float32): xyxy boxes in pixels of ``image``.
+        labels (ndarray[k] int64): contiguous class index ``0..C-1`` of each box.
+        image_id (int): id of the image in the dataset's COCO ground truth (``coco_gt()``).
+        path (str): file the image was read from.
+        orig_size (tuple[int, int]): ``(h, w)`` of the image as stored on disk; defaults to the
+            shape of ``image``, and is carried unchanged through resizing and augmentation.
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    image_id: int
+    path: str
+    orig_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.orig_size is None:
+            self.orig_size = (int(self.image.shape[0]), int(self.image.shape[1]))
+
+
+@dataclass
+class ImageRecord:
+    """Annotation of one image, held in memory by a dataset (images are read lazily).
+
+    Attributes:
+        path (str): image file.
+        image_id (int): id in the dataset's COCO ground truth.
+        height, width (int): size of the stored image in pixels.
+        boxes (ndarray[k, 4] float32): xyxy pixels, training targets only (no crowd boxes).
+        labels (ndarray[k] int64): contiguous class indices.
+    """
+
+    path: str
+    image_id: int
+    height: int
+    width: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def read_image_rgb(path: str) -> np.ndarray:
+    """Read an image file -> ndarray[H, W, 3] uint8 RGB (EXIF orientation ignored).
+
+    Raises DatasetError naming the file when it is missing or cannot be decoded.
+    """
+    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise dataset_error(path, "cannot read image (missing file or not an image OpenCV can decode)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def coco_from_dict(dataset: dict) -> COCO:
+    """A pycocotools COCO object over an in-memory dataset dict (its index messages silenced)."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def check_names(names, source: str) -> list[str]:
+    """Validate a class-name list: non-empty, strings, unique. Returns it as ``list[str]``."""
+    if not isinstance(names, (list, tuple)) or not names:
+        raise dataset_error(source, f"names must be a non-empty list of class names, got {names!r}")
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise dataset_error(source, f"names must be non-empty strings, got {bad!r}")
+    dup = sorted({n for n in names if list(names).count(n) > 1})
+    if dup:
+        raise dataset_error(source, f"names must be unique, repeated: {dup}")
+    return list(names)
+
+
+class DetectionDataset(Dataset):
+    """Base of the COCO, YOLO and VOC datasets: a list of :class:`ImageRecord` plus class names.
+
+    ``dataset[i]`` reads image ``i`` and returns a :class:`Sample` in original pixels.
+
+    Attributes:
+        records (list[ImageRecord]): one per image, in dataset order.
+        names (list[str]): class name of each contiguous index.
+        cat_ids (list[int]): COCO category id of each contiguous index (``index -> id``).
+        source (str): the file or folder the annotations came from, for messages.
+    """
+
+    def __init__(self, records: list[ImageRecord], names: list[str], cat_ids: list[int] | None = None,
+                 source: str = "") -> None:
+        self.records = list(records)
+        self.names = list(names)
+        self.cat_ids = list(cat_ids) if cat_ids is not None else list(range(1, len(names) + 1))
+        if len(self.cat_ids) != len(self.names):
+            raise ValueError(f"{len(self.cat_ids)} category ids for {len(self.names)} names")
+        self.source = source
+
+    # --- sizes and lookup -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [r.image_id for r in self.records]
+
+    @property
+    def num_boxes(self) -> int:
+        """Number of training boxes over all images."""
+        return int(sum(len(r.labels) for r in self.records))
+
+    def cat_id_to_index(self) -> dict[int, int]:
+        """``{coco category id: contiguous index}``, the inverse of ``cat_ids``."""
+        return {cid: i for i, cid in enumerate(self.cat_ids)}
+
+    def __getitem__(self, index: int) -> Sample:
+        record = self.records[index]
+        image = read_image_rgb(record.path)
+        if image.shape[:2] != (record.height, record.width):
+            raise dataset_error(
+                record.path,
+                f"image is {image.shape[1]}x{image.shape[0]} (w x h) but the annotations "
+                f"({self.source}) say {record.width}x{record.height}",
+            )
+        return Sample(image=image, boxes=record.boxes.copy(), labels=record.labels.copy(),
+                      image_id=record.image_id, path=record.path)
+
+    def subset(self, n: int) -> "DetectionDataset":
+        """A shallow copy holding the first ``n`` images (all of them if ``n >= len(self)``)."""
+        if n < 0:
+            raise ValueError(f"subset size must be >= 0, got {n}")
+        other = copy.copy(self)
+        other.records = self.records[:n]
+        return other
+
+    # --- evaluation -------------------------------------------------------------------------
+    def coco_gt(self) -> COCO:
+        """Ground truth of this dataset as a pycocotools COCO object, in original image pixels.
+
+        Built in memory from ``records``: one image entry per record, one annotation per box
+        with ``category_id = cat_ids[label]``, ``bbox`` in COCO ``(x, y, w, h)``, ``area = w * h``
+        and ``iscrowd = 0``.
+        """
+        images = [{"id": r.image_id, "file_name": r.path, "height": r.height, "width": r.width}
+                  for r in self.records]
+        annotations = []
+        cat_ids = np.asarray(self.cat_ids, dtype=np.int64)
+        for r in self.records:
+            if len(r.labels) == 0:
+                continue
+            xywh = np.concatenate([r.boxes[:, :2], r.boxes[:, 2:] - r.boxes[:, :2]], axis=1)  # (k, 4)
+            for box, cid in zip(xywh.tolist(), cat_ids[r.labels].tolist()):
+                annotations.append({"id": len(annotations) + 1, "image_id": r.image_id, "category_id": cid,
+                                    "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+        categories = [{"id": cid, "name": name} for cid, name in zip(self.cat_ids, self.names)]
+        return coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
