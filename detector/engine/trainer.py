@@ -10,6 +10,7 @@ That is what makes a resumed run reach the same weights as an uninterrupted one 
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -221,6 +222,8 @@ def fit(
     )
     writer = _tensorboard(run_dir)
     final_stats: dict[str, float] = dict(state.metrics.get("coco", {}))
+    time_before = float(state.metrics.get("train_time_s", 0.0))
+    truncate_history(run_dir / "history.jsonl", last_epoch=state.epoch + 1)
     t0 = time.time()
     for epoch in range(state.epoch + 1, tc.epochs):
         seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
@@ -232,14 +235,19 @@ def fit(
         for k, v in terms.items():
             writer.add_scalar(f"train/{k}", v, epoch)
         last_epoch = epoch == tc.epochs - 1
+        evaluated = None
         if (epoch + 1) % tc.eval_interval == 0 or last_epoch:
             eval_model = ema.module if ema is not None else model
-            final_stats = evaluate(eval_model, coder, parts.val_loader, parts.val_dataset, cfg.eval, device, progress=progress)
-            for k, v in final_stats.items():
+            evaluated = evaluate(eval_model, coder, parts.val_loader, parts.val_dataset, cfg.eval, device, progress=progress)
+            final_stats = evaluated
+            for k, v in evaluated.items():
                 writer.add_scalar(f"metrics/{k}", v, epoch)
-            print(f"epoch {epoch + 1}: mAP50-95 {final_stats['mAP']:.4f}  mAP50 {final_stats['mAP50']:.4f}")
+            print(f"epoch {epoch + 1}: mAP50-95 {evaluated['mAP']:.4f}  mAP50 {evaluated['mAP50']:.4f}")
         state.epoch = epoch
-        state.metrics = {"train": terms, "coco": final_stats, "epoch_time_s": time.time() - t0}
+        elapsed = time_before + time.time() - t0
+        state.metrics = {"train": terms, "coco": final_stats, "train_time_s": elapsed}
+        append_history(run_dir / "history.jsonl", {"epoch": epoch + 1, "train": terms, "coco": evaluated,
+                                                   "lr": [g["lr"] for g in optimizer.param_groups], "time_s": elapsed})
         fit_value = fitness(final_stats) if final_stats else -1.0
         is_best = fit_value > state.best_fitness
         state.best_fitness = max(state.best_fitness, fit_value)
@@ -264,14 +272,33 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, state.metrics)
     writer.close()
-    train_time = time.time() - t0
-    result = {"coco": final_stats, "train": state.metrics.get("train", {}), "train_time_s": train_time,
+    result = {"coco": final_stats, "train": state.metrics.get("train", {}),
+              "train_time_s": state.metrics.get("train_time_s", 0.0),
               "epochs": tc.epochs, "device": str(device), "run_dir": str(run_dir)}
     write_results_json(run_dir / "results.json", final_stats, extra={k: v for k, v in result.items() if k != "coco"})
     if final_stats:
         print(format_coco_table(final_stats))
     print(f"Results written to {run_dir}")
     return result
+
+
+def append_history(path: Path, record: dict) -> None:
+    """One JSON line per epoch: loss terms, COCO stats when evaluated (else null), learning rates, time."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_history(path: Path, last_epoch: int) -> None:
+    """Keep the lines of epochs <= ``last_epoch`` (those the checkpoint being resumed has seen)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= last_epoch]
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """The records ``append_history`` wrote, in epoch order."""
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):

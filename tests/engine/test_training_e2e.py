@@ -12,7 +12,7 @@ import torch
 
 from detector.config import load_config
 from detector.engine.checkpoint import load_checkpoint
-from detector.engine.trainer import fit
+from detector.engine.trainer import fit, read_history
 
 NO_AUGMENT = [f"augment.{k}=0" for k in ("mosaic", "fliplr", "hsv_h", "hsv_s", "hsv_v", "translate", "scale")]
 
@@ -45,6 +45,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
         assert straight[key].keys() == resumed[key].keys()
         for name, tensor in straight[key].items():
             assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs after resume"
+    # The per-epoch history of the resumed run has each epoch once, like the uninterrupted run's.
+    assert [r["epoch"] for r in read_history(tmp_path / "stopped" / "history.jsonl")] == [1, 2]
+    assert read_history(tmp_path / "stopped" / "history.jsonl")[-1]["coco"] == straight["metrics"]["coco"]
     # The stopped run really did change between its first and second epoch.
     assert straight["ema_updates"] == resumed["ema_updates"] > 0
 
