@@ -43,17 +43,7 @@ from detector.ops.boxes import (
     aligned_iou,
     xyxy_to_cxcywh,
 )
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    """loss (Tensor[N]) -> itself ("none"), its sum ("sum") or its mean ("mean", 0 for N = 0)."""
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.mean() if loss.numel() > 0 else loss.sum()
-    raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
+from detector.losses.reduction import reduce_loss
 
 
 # ---------------------------------------------------------------------------------------------- coordinate losses
@@ -65,7 +55,7 @@ def mse_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: floa
     The "mean" of the name is the reduction over boxes. pred, target (Tensor[N, 4]) xyxy -> Tensor[N]
     (``eps`` unused).
     """
-    return _reduce((pred - target).pow(2).sum(-1), reduction)
+    return reduce_loss((pred - target).pow(2).sum(-1), reduction)
 
 
 def rmse_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
@@ -74,7 +64,7 @@ def rmse_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: flo
     ``eps`` keeps the gradient finite at zero error (it is ``1 / (2 sqrt(eps))`` times the direction there).
     pred, target (Tensor[N, 4]) xyxy -> Tensor[N].
     """
-    return _reduce(((pred - target).pow(2).sum(-1) + eps).sqrt(), reduction)
+    return reduce_loss(((pred - target).pow(2).sum(-1) + eps).sqrt(), reduction)
 
 
 def l1_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
@@ -82,7 +72,7 @@ def l1_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float
 
     pred, target (Tensor[N, 4]) xyxy -> Tensor[N] (``eps`` unused).
     """
-    return _reduce((pred - target).abs().sum(-1), reduction)
+    return reduce_loss((pred - target).abs().sum(-1), reduction)
 
 
 def smooth_l1_loss(
@@ -97,9 +87,9 @@ def smooth_l1_loss(
         raise ValueError(f"smooth_l1 beta must be >= 0; got {beta}")
     x = (pred - target).abs()
     if beta == 0:
-        return _reduce(x.sum(-1), reduction)
+        return reduce_loss(x.sum(-1), reduction)
     per_coord = torch.where(x < beta, 0.5 * x.pow(2) / beta, x - 0.5 * beta)
-    return _reduce(per_coord.sum(-1), reduction)
+    return reduce_loss(per_coord.sum(-1), reduction)
 
 
 def huber_loss(
@@ -114,7 +104,7 @@ def huber_loss(
         raise ValueError(f"huber delta must be > 0; got {delta}")
     x = (pred - target).abs()
     per_coord = torch.where(x < delta, 0.5 * x.pow(2), delta * (x - 0.5 * delta))
-    return _reduce(per_coord.sum(-1), reduction)
+    return reduce_loss(per_coord.sum(-1), reduction)
 
 
 def balanced_l1_loss(
@@ -145,7 +135,7 @@ def balanced_l1_loss(
     x = (pred - target).abs()
     inner = alpha / b * (b * x + 1) * torch.log(b * x / beta + 1) - alpha * x
     outer = gamma * x + gamma / b - alpha * beta
-    return _reduce(torch.where(x < beta, inner, outer).sum(-1), reduction)
+    return reduce_loss(torch.where(x < beta, inner, outer).sum(-1), reduction)
 
 
 def focal_l1_loss(
@@ -191,7 +181,7 @@ def focal_l1_loss(
     tiny = torch.finfo(x.dtype).tiny
     inner = -a * x.pow(2) * (2 * torch.log(beta * x.clamp(min=tiny)) - 1) / 4
     outer = -a * log_beta * x + (2 * a * log_beta + a) / 4
-    return _reduce(torch.where(x <= 1, inner, outer).sum(-1), reduction)
+    return reduce_loss(torch.where(x <= 1, inner, outer).sum(-1), reduction)
 
 
 def yolov1_loss(
@@ -210,7 +200,7 @@ def yolov1_loss(
     root_p = (p[:, 2:].clamp(min=0) + eps).sqrt()
     root_t = (t[:, 2:].clamp(min=0) + eps).sqrt()
     size = (root_p - root_t).pow(2).sum(-1)
-    return _reduce(lambda_coord * (centre + size), reduction)
+    return reduce_loss(lambda_coord * (centre + size), reduction)
 
 
 def yolov3_mse_loss(
@@ -232,7 +222,7 @@ def yolov3_mse_loss(
     p, t = xyxy_to_cxcywh(pred), xyxy_to_cxcywh(target)  # (N, 4) (cx, cy, w, h)
     size = torch.as_tensor(image_size, dtype=t.dtype, device=t.device)
     scale = 2 - (t[:, 2] / size) * (t[:, 3] / size)
-    return _reduce(scale * (p - t).pow(2).sum(-1), reduction)
+    return reduce_loss(scale * (p - t).pow(2).sum(-1), reduction)
 
 
 def kl_loss(
@@ -257,7 +247,7 @@ def kl_loss(
     x = (target - pred).abs()
     smooth = torch.where(x > 1, x - 0.5, 0.5 * x.pow(2))
     per_coord = torch.exp(-pred_log_var) * smooth + pred_log_var / 2
-    return _reduce(per_coord.sum(-1), reduction)
+    return reduce_loss(per_coord.sum(-1), reduction)
 
 
 # --------------------------------------------------------------------------------------------------- IoU losses
@@ -265,7 +255,7 @@ def kl_loss(
 
 def iou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
     """``1 - IoU``. pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 1]``; no gradient for disjoint pairs."""
-    return _reduce(1 - aligned_iou(pred, target, eps), reduction)
+    return reduce_loss(1 - aligned_iou(pred, target, eps), reduction)
 
 
 def log_iou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
@@ -273,17 +263,17 @@ def log_iou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: 
 
     pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, -ln eps]``.
     """
-    return _reduce(-aligned_iou(pred, target, eps).clamp(min=eps).log(), reduction)
+    return reduce_loss(-aligned_iou(pred, target, eps).clamp(min=eps).log(), reduction)
 
 
 def giou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
     """``1 - GIoU``. pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 2]``."""
-    return _reduce(1 - aligned_giou(pred, target, eps), reduction)
+    return reduce_loss(1 - aligned_giou(pred, target, eps), reduction)
 
 
 def diou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
     """``1 - DIoU = 1 - IoU + rho^2 / c^2``. pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 2)``."""
-    return _reduce(1 - aligned_diou(pred, target, eps), reduction)
+    return reduce_loss(1 - aligned_diou(pred, target, eps), reduction)
 
 
 def ciou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
@@ -291,7 +281,7 @@ def ciou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: flo
 
     pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 3)``.
     """
-    return _reduce(1 - aligned_ciou(pred, target, eps), reduction)
+    return reduce_loss(1 - aligned_ciou(pred, target, eps), reduction)
 
 
 def eiou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:
@@ -299,7 +289,7 @@ def eiou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: flo
 
     pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 4)``.
     """
-    return _reduce(1 - aligned_eiou(pred, target, eps), reduction)
+    return reduce_loss(1 - aligned_eiou(pred, target, eps), reduction)
 
 
 def focal_eiou_loss(
@@ -317,7 +307,7 @@ def focal_eiou_loss(
     if gamma < 0:
         raise ValueError(f"focal_eiou gamma must be >= 0; got {gamma}")
     weight = aligned_iou(pred, target, eps).detach().pow(gamma)
-    return _reduce(weight * (1 - aligned_eiou(pred, target, eps)), reduction)
+    return reduce_loss(weight * (1 - aligned_eiou(pred, target, eps)), reduction)
 
 
 BOX: dict[str, Callable[..., Tensor]] = {

@@ -25,20 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detector.losses.ranking import ap_loss, dr_loss
-
-_REDUCTIONS = ("none", "mean", "sum")
-
-
-def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
-    """Apply ``reduction`` (``"none"``, ``"mean"`` or ``"sum"``) to a per-element loss."""
-    if reduction == "none":
-        return loss
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
+from detector.losses.reduction import reduce_loss
 
 def bce_loss(
     logits: Tensor,
