@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
@@ -178,20 +179,17 @@ class DetectionDataset(Dataset):
     def coco_gt(self) -> COCO:
         """Ground truth of this dataset as a pycocotools COCO object, in original image pixels.
 
-        Built in memory from ``records``: one image entry per record, one annotation per box
-        with ``category_id = cat_ids[label]``, ``bbox`` in COCO ``(x, y, w, h)``, ``area = w * h``
-        and ``iscrowd = 0``.
+        Built in memory from ``records`` by :func:`detector.evaluation.coco.coco_gt_from_boxes` (the one place
+        where boxes become COCO ``(x, y, w, h)``): ``category_id = cat_ids[label]``, ``area = w * h``,
+        ``iscrowd = 0``.
         """
-        images = [{"id": r.image_id, "file_name": r.path, "height": r.height, "width": r.width}
-                  for r in self.records]
-        annotations = []
-        cat_ids = np.asarray(self.cat_ids, dtype=np.int64)
-        for r in self.records:
-            if len(r.labels) == 0:
-                continue
-            xywh = np.concatenate([r.boxes[:, :2], r.boxes[:, 2:] - r.boxes[:, :2]], axis=1)  # (k, 4)
-            for box, cid in zip(xywh.tolist(), cat_ids[r.labels].tolist()):
-                annotations.append({"id": len(annotations) + 1, "image_id": r.image_id, "category_id": cid,
-                                    "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
-        categories = [{"id": cid, "name": name} for cid, name in zip(self.cat_ids, self.names)]
-        return coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
+        from detector.evaluation.coco import coco_gt_from_boxes
+
+        return coco_gt_from_boxes(
+            image_ids=[r.image_id for r in self.records],
+            image_sizes=[(r.height, r.width) for r in self.records],
+            boxes=[torch.from_numpy(np.asarray(r.boxes, dtype=np.float32).reshape(-1, 4)) for r in self.records],
+            labels=[torch.from_numpy(np.asarray(r.labels, dtype=np.int64)) for r in self.records],
+            cat_ids=self.cat_ids,
+            cat_names=self.names,
+        )

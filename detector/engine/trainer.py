@@ -242,7 +242,7 @@ def fit(
             final_stats = evaluated
             for k, v in evaluated.items():
                 writer.add_scalar(f"metrics/{k}", v, epoch)
-            print(f"epoch {epoch + 1}: mAP50-95 {evaluated['mAP']:.4f}  mAP50 {evaluated['mAP50']:.4f}")
+            print(f"epoch {epoch + 1}: mAP50-95 {evaluated['mAP']:.4f}  mAP50 {evaluated['mAP50']:.4f}", flush=True)
         state.epoch = epoch
         elapsed = time_before + time.time() - t0
         state.metrics = {"train": terms, "coco": final_stats, "train_time_s": elapsed}
