@@ -116,13 +116,23 @@ class Parts:
     num_classes: int
     cfg: Config
 
+    mosaic_closed: bool = False
+
     def set_epoch(self, epoch: int) -> None:
         """Re-seed the training data for ``epoch`` so its batches depend only on (seed, epoch), which makes
-        resumed runs identical to uninterrupted ones; switches mosaic off for the last ``close_mosaic`` epochs."""
+        resumed runs identical to uninterrupted ones; switches mosaic off for the last ``close_mosaic`` epochs.
+
+        The loader (and its worker processes) is kept; only its generator is re-seeded, since the sampler draws
+        each epoch's order and per-sample augmentation seeds from it when the epoch's iterator starts.
+        """
         cfg = self.cfg
-        if cfg.train.close_mosaic and epoch >= cfg.train.epochs - cfg.train.close_mosaic and cfg.augment.mosaic > 0:
-            cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, mosaic=0.0))
-        self.train_loader = build_loader(cfg, self.train_dataset, train=True, epoch=epoch)
+        close = cfg.train.close_mosaic > 0 and epoch >= cfg.train.epochs - cfg.train.close_mosaic
+        if close != self.mosaic_closed:
+            mosaic = 0.0 if close else cfg.augment.mosaic
+            cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, mosaic=mosaic))
+            self.train_loader = build_loader(cfg, self.train_dataset, train=True)
+            self.mosaic_closed = close
+        self.train_loader.generator.manual_seed(epoch_seed(self.cfg.train.seed, epoch))
 
 
 def build_all(cfg: Config, device: torch.device) -> Parts:

@@ -26,10 +26,13 @@ def _stop_after_first_epoch(epoch: int, metrics: dict) -> None:
         raise StopAfterFirstEpoch
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    # Mosaic, affine, HSV and flips stay on: the augmentation randomness must be reproduced too.
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, workers):
+    # Mosaic, affine, HSV and flips stay on: the augmentation randomness must be reproduced too, in worker
+    # processes as well; close_mosaic=1 switches mosaic off for the second epoch, the one the resumed run starts with.
     cfg = load_config("yolov5_ciou", [
-        "data.max_images=4", "data.img_size=64", "data.workers=0", "train.batch_size=2", "train.nbs=2",
+        "data.max_images=4", "data.img_size=64", f"data.workers={workers}", "train.batch_size=2", "train.nbs=2",
+        "train.close_mosaic=1",
         "train.epochs=2", "train.eval_interval=2", "train.warmup_epochs=0.5", "eval.batch_size=4",
     ])
     fit(cfg, run_dir=tmp_path / "straight", progress=False)
