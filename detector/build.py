@@ -6,6 +6,7 @@ you land on the table that maps it (``detector.losses.BOX``, ``ASSIGNERS`` below
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from detector.assigners import YOLOv5Assigner
-from detector.config import Config
+from detector.config import Config, config_error
 from detector.errors import ConfigError
 from detector.losses import BOX, CLS, DetectionCriterion, make_loss
 from detector.models import build_yolov5
@@ -55,10 +56,14 @@ def build_assigner(cfg: Config):
 
 def build_criterion(cfg: Config, num_classes: int) -> DetectionCriterion:
     lc = cfg.loss
+    box_loss = make_loss(BOX, lc.box, key="loss.box")
+    if "pred_log_var" in inspect.signature(box_loss.fn).parameters and not cfg.model.box_uncertainty:
+        raise config_error(cfg, "loss.box", f"{lc.box.name!r} needs the head's predicted variances: "
+                           "set model.box_uncertainty: true")
     return DetectionCriterion(
         assigner=build_assigner(cfg),
         coder=build_coder(cfg),
-        box_loss=make_loss(BOX, lc.box, key="loss.box"),
+        box_loss=box_loss,
         cls_loss=make_loss(CLS, lc.cls, key="loss.cls"),
         obj_loss=make_loss(CLS, lc.obj, key="loss.obj") if lc.obj is not None else None,
         weights=dict(lc.weights),

@@ -435,7 +435,7 @@ _Loader.add_implicit_resolver(
 _MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
-def _parse_yaml(text: str, file: str, with_lines: bool = True) -> tuple[Any, dict[KeyPath, Source]]:
+def parse_yaml_with_lines(text: str, file: str, with_lines: bool = True) -> tuple[Any, dict[KeyPath, Source]]:
     """Parse YAML text into plain values and a map ``path -> (file, line)`` of every key and list item.
 
     ``file`` names the text in errors and sources; ``with_lines=False`` (a ``--set`` value) leaves lines out.
@@ -559,7 +559,7 @@ def _parse_override(item: str) -> tuple[dict, dict[KeyPath, Source]]:
     if not sep or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key):
         raise ConfigError("", "expected key=value with a dotted key, e.g. train.epochs=50 or loss.box=giou",
                           origin)
-    value, _ = _parse_yaml(text, origin, with_lines=False)
+    value, _ = parse_yaml_with_lines(text, origin, with_lines=False)
     path = tuple(key.split("."))
     nested: Any = value
     for part in reversed(path):
@@ -583,7 +583,7 @@ def _value_paths(value: Any, prefix: KeyPath = ()) -> list[KeyPath]:
 # files and names
 # --------------------------------------------------------------------------------------------------
 
-def _resolve_config(name: str, search: list[Path], origin: Source, key: str, config_dir: Path) -> Path:
+def resolve_config_path(name: str, search: list[Path], origin: Source, key: str, config_dir: Path) -> Path:
     """Find config ``name`` (a path, or a bare name with or without ``.yaml``) in ``search`` folders."""
     tried: list[Path] = []
     given = Path(name).expanduser()
@@ -607,7 +607,7 @@ def _load_file(path: Path, chain: tuple[Path, ...], config_dir: Path) -> tuple[d
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config: {exc.strerror}", file) from None
-    data, sources = _parse_yaml(text, file)
+    data, sources = parse_yaml_with_lines(text, file)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -623,7 +623,7 @@ def _load_file(path: Path, chain: tuple[Path, ...], config_dir: Path) -> tuple[d
                               *base_source)
         for i, name in enumerate(names):
             origin = sources.get(("base", i), base_source) if isinstance(base, list) else base_source
-            base_path = _resolve_config(name, [path.parent, config_dir], origin, "base", config_dir)
+            base_path = resolve_config_path(name, [path.parent, config_dir], origin, "base", config_dir)
             if base_path in chain or base_path == path:
                 cycle = " -> ".join(str(p) for p in (*chain, path, base_path))
                 raise ConfigError("base", f"inheritance cycle: {cycle}", *origin)
@@ -658,7 +658,7 @@ def load_config(path_or_name: str | Path, overrides: Iterable[str] = (), *,
     config_dir = Path(config_dir) if config_dir is not None else CONFIG_DIR
     if isinstance(overrides, str):  # a single "key=value" passed without a list
         overrides = [overrides]
-    path = _resolve_config(str(path_or_name), [Path.cwd(), config_dir], (None, None), "", config_dir)
+    path = resolve_config_path(str(path_or_name), [Path.cwd(), config_dir], (None, None), "", config_dir)
     layer = _load_file(path, (), config_dir)
     for item in overrides:
         layer = _merge(layer, _parse_override(item))

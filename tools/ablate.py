@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Train a base config under several variants and seeds, then compare them with COCO mAP.
+
+    python tools/ablate.py --spec configs/ablations/box_losses.yaml            # variants from a YAML file
+    python tools/ablate.py --spec configs/ablations/box_losses.yaml --seeds 0 --set train.epochs=10
+    python tools/ablate.py --cfg yolov5_ciou --vary loss.box=ciou,giou,diou --set train.epochs=10 \\
+        --seeds 0 1 --out runs/ablate/box
+    python tools/ablate.py --cfg yolov5_ciou --vary "loss.box=ciou,{name: focal_eiou, gamma: 0.5}"
+    python tools/ablate.py --spec configs/ablations/box_losses.yaml --summary-only   # table of finished runs
+
+Every run's config is validated before the first one trains. Runs land in OUT/<variant>/seed<k>/; running
+the same command again skips finished runs and resumes interrupted ones. The table goes to stdout and to
+OUT/summary.md (+ summary.csv, runs.csv, and map_curves.png / loss_curves.png when matplotlib is installed).
+Exit status: 0 all runs finished, 1 some run failed, 2 bad spec or config.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detector.ablation import ablate, load_spec, spec_from_vary, with_cli_overrides  # noqa: E402
+from detector.errors import ConfigError, DatasetError  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", help="ablation YAML (base, set, seeds, variants, out)")
+    p.add_argument("--cfg", help="base training config (path or bare name in configs/), with --vary")
+    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="one variant per value (repeat for a grid); values may be YAML, e.g. {name: focal, gamma: 2}")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides common to every run (after the spec's `set:`)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="train.seed values (default: the spec's, or 0)")
+    p.add_argument("--out", help="output folder (default: the spec's `out:`, or runs/ablate/<name>)")
+    p.add_argument("--summary-only", action="store_true", help="train nothing; summarise the finished runs")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: go on)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs stay readable in CI)")
+    args = p.parse_args(argv)
+    if bool(args.spec) == bool(args.cfg):
+        p.error("give either --spec FILE, or --cfg CONFIG with --vary KEY=V1,V2,...")
+    if args.cfg and not args.vary:
+        p.error("--cfg needs at least one --vary KEY=V1,V2,...")
+    if args.spec and args.vary:
+        p.error("--vary goes with --cfg; with --spec, list the variants in the file")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.spec:
+            spec = with_cli_overrides(load_spec(args.spec), args.set, args.seeds, args.out)
+        else:
+            spec = spec_from_vary(args.cfg, args.vary, args.set, args.seeds or (0,), args.out)
+        report = ablate(spec, progress=not args.no_progress, keep_going=not args.fail_fast,
+                        summary_only=args.summary_only)
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if report.failed:
+        print(f"{len(report.failed)} run(s) failed: "
+              + ", ".join(f"{o.run.variant.name} seed {o.run.seed}" for o in report.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
