@@ -87,7 +87,6 @@ def train_one_epoch(
     sums: dict[str, float] = {}
     it = _progress(loader, total=num_batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", enabled=progress)
     optimizer.zero_grad(set_to_none=True)
-    last_step = -1
     for i, batch in enumerate(it):
         step = i + num_batches * epoch  # global iteration
         apply_lr(optimizer, step, epoch, schedule)
@@ -99,8 +98,9 @@ def train_one_epoch(
             outputs = model(images)
         losses = criterion(_float32(outputs), targets)
         scaler.scale(losses["loss"]).backward()
-        # YOLOv5 accumulates gradients to a nominal batch of `nbs` images before stepping.
-        if step - last_step >= accumulate or i == num_batches - 1:
+        # YOLOv5 accumulates gradients to a nominal batch of `nbs` images before stepping. The last batch of an
+        # epoch always steps, so no gradient crosses an epoch boundary (checkpoints hold none).
+        if (i + 1) % accumulate == 0 or i == num_batches - 1:
             if grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
@@ -109,7 +109,6 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(model)
-            last_step = step
         terms = {k: float(v.detach()) for k, v in losses.items() if k != "loss"}
         if not all(math.isfinite(v) for v in terms.values()):
             raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {i}: {terms}")
