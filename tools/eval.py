@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector import build  # noqa: E402
 from detector.config import config_from_dict  # noqa: E402
-from detector.engine.checkpoint import load_checkpoint  # noqa: E402
+from detector.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from detector.engine.trainer import evaluate, select_device  # noqa: E402
 from detector.errors import ConfigError, DatasetError  # noqa: E402
 from detector.evaluation.coco import format_coco_table, write_results_json  # noqa: E402
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
         loader = build.build_loader(cfg, dataset, train=False)
         stats = evaluate(model, build.build_coder(cfg), loader, dataset, ev, device)
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_coco_table(stats))

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.config import config_from_dict, load_config  # noqa: E402
-from detector.engine.checkpoint import load_checkpoint  # noqa: E402
+from detector.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from detector.engine.trainer import fit  # noqa: E402
 from detector.errors import ConfigError, DatasetError  # noqa: E402
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         else:
             cfg = load_config(args.cfg, args.set)
         fit(cfg, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
