@@ -75,7 +75,9 @@ class HeadOutputs:
         cls (Tensor[B, P, C]): class logits.
         obj (Tensor[B, P] | None): objectness logits; None for heads without objectness.
         box_log_var (Tensor[B, P, 4] | None): predicted log-variance of each decoded xyxy
-            coordinate (KL loss, He et al. 2019); None unless the head predicts uncertainty.
+            coordinate, in units of the prior's stride (grid cells, so a zero output means a standard
+            deviation of one cell on every level; add ``2 * ln(stride)`` for pixels) (KL loss, He et al.
+            2019); None unless the head predicts uncertainty.
         priors (Priors): the priors the outputs are laid out over (constants, not learnt).
     """
 

@@ -136,6 +136,9 @@ def predict(model: nn.Module, coder, images: Tensor, eval_cfg) -> list[Tensor]:
     """images (Tensor[B,3,H,W]) -> B tensors [k, 6] = (x1, y1, x2, y2, score, class) in input pixels."""
     outputs = _float32(model(images))
     boxes = coder.decode(outputs.box, outputs.priors)  # (B, P, 4)
+    log_var = outputs.box_log_var
+    if log_var is not None:  # grid-cell units -> pixels, so variance voting compares boxes across levels
+        log_var = log_var + 2 * torch.log(outputs.priors.strides)[:, None]  # (B, P, 4)
     return postprocess(
         boxes,
         outputs.cls,
@@ -144,7 +147,7 @@ def predict(model: nn.Module, coder, images: Tensor, eval_cfg) -> list[Tensor]:
         iou_thres=eval_cfg.iou_thres,
         max_det=eval_cfg.max_det,
         method=eval_cfg.nms,
-        box_log_var=outputs.box_log_var,
+        box_log_var=log_var,
         variance_voting=eval_cfg.variance_voting,
     )
 

@@ -69,8 +69,8 @@ class DetectionCriterion:
     * ``lbox``: for each level, the mean over its positive pairs of ``box_loss(pred, target)``, summed
       over levels (YOLOv5). ``pred`` is the coder's decoding of the pair's prior, and both boxes are
       divided by the stride of the prior (grid-cell units, see :mod:`detector.losses.box`). Box losses
-      whose signature names them also get ``pred_log_var = box_log_var - 2 ln(stride)`` (the head's
-      log-variance is per pixel coordinate, :class:`HeadOutputs`) and ``image_size / stride``.
+      whose signature names them also get ``pred_log_var = box_log_var`` (the head's log-variance is
+      already in grid-cell units, :class:`HeadOutputs`) and ``image_size / stride``.
     * ``lobj``: per level, the mean over that level's priors (all images, minus ``Assignment.ignore``,
       restricted to positives and ``Assignment.negative`` when the latter is given) of
       ``obj_loss(obj_logit, t)`` times ``level_balance[l]``, summed. ``t`` is 0 except at positives,
@@ -278,7 +278,7 @@ class DetectionCriterion:
         """A box-style loss on the positive pairs (grid units), normalised per level: Tensor[] scalar."""
         kwargs: dict[str, Any] = {}
         if spec.accepts("pred_log_var"):
-            kwargs["pred_log_var"] = outputs.box_log_var[b, p] - 2 * torch.log(stride)  # (M, 4) px -> grid units
+            kwargs["pred_log_var"] = outputs.box_log_var[b, p]  # (M, 4), grid-cell units like the boxes
         if spec.accepts("image_size"):
             kwargs["image_size"] = self.image_size / stride[:, 0]  # (M,)
         per_pair = spec(pred, target_boxes, reduction="none", **kwargs)  # (M,)

@@ -247,7 +247,7 @@ def test_dense_class_loss_without_objectness():
 
 
 def test_extra_inputs_and_grid_units_for_box_losses():
-    """Box losses get boxes divided by the stride (8), pred_log_var = log-variance (px) - 2 ln 8, and
+    """Box losses get boxes divided by the stride (8), pred_log_var = the head's log-variance (grid units) unchanged, and
     image_size = 16 / 8 = 2, when their signature names them."""
     seen = {}
 
@@ -263,7 +263,7 @@ def test_extra_inputs_and_grid_units_for_box_losses():
     crit(outputs, targets)
     torch.testing.assert_close(seen["pred"], torch.tensor([[-0.5, -0.5, 1.5, 1.5]]))
     torch.testing.assert_close(seen["target"], torch.tensor([[0.0, 0.0, 2.0, 2.0]]))
-    torch.testing.assert_close(seen["pred_log_var"], torch.full((1, 4), 1.5 - 2 * math.log(8)))
+    torch.testing.assert_close(seen["pred_log_var"], torch.full((1, 4), 1.5))
     torch.testing.assert_close(seen["image_size"], torch.tensor([2.0]))
 
 
@@ -285,7 +285,7 @@ def test_var_weight_adds_a_kl_term():
     crit = make_criterion(FixedAssigner([0], [0], [0]), weights={**YOLOV5_WEIGHTS, "var": 0.2})
     out = crit(outputs, targets)
     expected = kl_loss(torch.tensor([[-0.5, -0.5, 1.5, 1.5]]), torch.tensor([[0.0, 0.0, 2.0, 2.0]]),
-                       pred_log_var=log_var[0, :1] - 2 * math.log(8))
+                       pred_log_var=log_var[0, :1])
     torch.testing.assert_close(out["lvar"], 0.2 * 3 * expected[0])
     torch.testing.assert_close(out["loss"], out["lbox"] + out["lobj"] + out["lcls"] + out["lvar"])
 
