@@ -199,7 +199,7 @@ class AugmentConfig:
     """Training augmentation gains and probabilities (YOLOv5 ``hyp.scratch-low``)."""
 
     hsv_h: float = _opt(0.015, check=_in_range(0.0, 1.0))
-    """Hue gain: hue shifts by up to this fraction of the hue circle."""
+    """Hue gain: OpenCV's hue (0..179) is scaled by a factor in ``[1 - hsv_h, 1 + hsv_h]`` (YOLOv5)."""
     hsv_s: float = _opt(0.7, check=_in_range(0.0, 1.0))
     """Saturation gain: saturation is scaled by a factor in ``[1 - hsv_s, 1 + hsv_s]``."""
     hsv_v: float = _opt(0.4, check=_in_range(0.0, 1.0))

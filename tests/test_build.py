@@ -62,6 +62,16 @@ def test_loss_params_from_config_reach_the_function():
     assert not torch.isclose(a, b)
 
 
+def test_config_augment_schema_matches_the_data_pipeline():
+    """config.AugmentConfig (validated schema) and data.AugmentConfig (what the pipeline runs on) must not drift."""
+    import dataclasses
+
+    from detector.config import AugmentConfig as Schema
+    from detector.data import AugmentConfig as Runtime
+
+    assert dataclasses.asdict(Schema()) == dataclasses.asdict(Runtime())
+
+
 def test_unknown_loss_name_from_config_names_the_key_and_choices():
     with pytest.raises(ConfigError, match=r"loss\.box.*ciou"):
         _loss_on_model_outputs(["loss.box=cio"])
