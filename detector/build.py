@@ -127,8 +127,8 @@ class Parts:
         """Re-seed the training data for ``epoch`` so its batches depend only on (seed, epoch), which makes
         resumed runs identical to uninterrupted ones; switches mosaic off for the last ``close_mosaic`` epochs.
 
-        The loader (and its worker processes) is kept; only its generator is re-seeded, since the sampler draws
-        each epoch's order and per-sample augmentation seeds from it when the epoch's iterator starts.
+        The loader (and its worker processes) is kept; only its sampler is re-seeded, since the sampler draws
+        each epoch's order and per-sample augmentation seeds when the epoch's iterator starts.
         """
         cfg = self.cfg
         close = cfg.train.close_mosaic > 0 and epoch >= cfg.train.epochs - cfg.train.close_mosaic
@@ -137,7 +137,7 @@ class Parts:
             cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, mosaic=mosaic))
             self.train_loader = build_loader(cfg, self.train_dataset, train=True)
             self.mosaic_closed = close
-        self.train_loader.generator.manual_seed(epoch_seed(self.cfg.train.seed, epoch))
+        self.train_loader.sampler.reseed(epoch_seed(self.cfg.train.seed, epoch))
 
 
 def build_all(cfg: Config, device: torch.device) -> Parts:

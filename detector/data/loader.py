@@ -33,6 +33,10 @@ class SeededSampler(Sampler):
     def __len__(self) -> int:
         return self.n
 
+    def reseed(self, seed: int) -> None:
+        """Make the next epoch's order and sample seeds a function of ``seed`` alone (see ``Parts.set_epoch``)."""
+        self.generator.manual_seed(seed)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
@@ -73,16 +77,18 @@ def build_dataloader(dataset: Dataset, img_size: int, batch_size: int, train: bo
         metas list[ImageMeta])``.
     """
     inputs = DetectionInputs(dataset, img_size, augment if train else None)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    # The sampler owns its generator: the DataLoader also draws from the generator it is given (worker base
+    # seeds, when an iterator is created), and sharing one would make an epoch's order depend on whether the
+    # workers were started in an earlier epoch (persistent workers) or for this one (a resumed run).
+    sampler = SeededSampler(len(inputs), shuffle, torch.Generator().manual_seed(seed))
     return DataLoader(
         inputs,
         batch_size=batch_size,
-        sampler=SeededSampler(len(inputs), shuffle, generator),
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
         worker_init_fn=seed_worker,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,
         drop_last=drop_last,
         persistent_workers=workers > 0,

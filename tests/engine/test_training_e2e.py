@@ -29,11 +29,12 @@ def _stop_after_first_epoch(epoch: int, metrics: dict) -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, workers):
     # Mosaic, affine, HSV and flips stay on: the augmentation randomness must be reproduced too, in worker
-    # processes as well; close_mosaic=1 switches mosaic off for the second epoch, the one the resumed run starts with.
+    # processes as well. The resumed run starts epoch 2 with fresh workers where the uninterrupted run keeps its
+    # persistent ones; close_mosaic=1 then rebuilds the loader without mosaic for epoch 3 in both.
     cfg = load_config("yolov5_ciou", [
         "data.max_images=4", "data.img_size=64", f"data.workers={workers}", "train.batch_size=2", "train.nbs=2",
         "train.close_mosaic=1",
-        "train.epochs=2", "train.eval_interval=2", "train.warmup_epochs=0.5", "eval.batch_size=4",
+        "train.epochs=3", "train.eval_interval=3", "train.warmup_epochs=0.5", "eval.batch_size=4",
     ])
     fit(cfg, run_dir=tmp_path / "straight", progress=False)
     with pytest.raises(StopAfterFirstEpoch):
@@ -43,13 +44,13 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, workers
 
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "stopped" / "last.pt")
-    assert straight["epoch"] == resumed["epoch"] == 1
+    assert straight["epoch"] == resumed["epoch"] == 2
     for key in ("model", "ema"):
         assert straight[key].keys() == resumed[key].keys()
         for name, tensor in straight[key].items():
             assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs after resume"
     # The per-epoch history of the resumed run has each epoch once, like the uninterrupted run's.
-    assert [r["epoch"] for r in read_history(tmp_path / "stopped" / "history.jsonl")] == [1, 2]
+    assert [r["epoch"] for r in read_history(tmp_path / "stopped" / "history.jsonl")] == [1, 2, 3]
     assert read_history(tmp_path / "stopped" / "history.jsonl")[-1]["coco"] == straight["metrics"]["coco"]
     # The stopped run really did change between its first and second epoch.
     assert straight["ema_updates"] == resumed["ema_updates"] > 0
