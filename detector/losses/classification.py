@@ -27,6 +27,7 @@ from torch import Tensor
 from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.reduction import reduce_loss
 
+
 def bce_loss(
     logits: Tensor,
     target: Tensor,
