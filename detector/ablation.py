@@ -52,12 +52,12 @@ import yaml
 from detector.config import (
     CONFIG_DIR,
     Config,
-    parse_yaml_with_lines,
-    resolve_config_path,
     config_error,
     config_from_dict,
     config_to_dict,
     load_config,
+    read_yaml_file,
+    resolve_config_path,
     resolve_dataset,
 )
 from detector.errors import ConfigError
@@ -186,11 +186,7 @@ def load_spec(path: str | Path) -> AblationSpec:
     """
     path = Path(path)
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read ablation spec: {exc.strerror}", file) from None
-    data, sources = parse_yaml_with_lines(text, file)
+    data, sources = read_yaml_file(path, "ablation spec")
 
     def line(*key: str | int) -> int | None:
         return sources.get(tuple(key), (None, None))[1]

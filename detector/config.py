@@ -600,14 +600,20 @@ def resolve_config_path(name: str, search: list[Path], origin: Source, key: str,
                            f"configs in {config_dir}: {', '.join(available) or 'none'}", *origin)
 
 
-def _load_file(path: Path, chain: tuple[Path, ...], config_dir: Path) -> tuple[dict, dict[KeyPath, Source]]:
-    """Read one config file and its bases, merged; ``chain`` holds the files including this one (cycles)."""
+def read_yaml_file(path: Path, what: str = "config") -> tuple[Any, dict[KeyPath, Source]]:
+    """Read and parse a YAML file with line numbers; a ConfigError naming the file if it cannot be read."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError("", f"cannot read config: {exc.strerror}", file) from None
-    data, sources = parse_yaml_with_lines(text, file)
+        raise ConfigError("", f"cannot read {what}: {exc.strerror}", file) from None
+    return parse_yaml_with_lines(text, file)
+
+
+def _load_file(path: Path, chain: tuple[Path, ...], config_dir: Path) -> tuple[dict, dict[KeyPath, Source]]:
+    """Read one config file and its bases, merged; ``chain`` holds the files including this one (cycles)."""
+    file = str(path)
+    data, sources = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
