@@ -1,14 +1,14 @@
 """Experiment config: a typed dataclass schema, YAML files with ``base:`` inheritance, dotted overrides.
 
-A config file is a YAML mapping of sections (``model``, ``data``, ``augment``, ``assigner``, ``loss``,
-``train``, ``eval``); every key is optional and defaults to YOLOv5's ``hyp.scratch-low`` recipe. A file may
+A config file is a YAML mapping of sections (``model``, ``data``, ``augment``, ``assigner``, ``sampler``,
+``loss``, ``train``, ``eval``); every key is optional and defaults to YOLOv5's ``hyp.scratch-low`` recipe. A file may
 name one or more other files under ``base:`` (a string or a list, resolved relative to the including file,
 then against the repository's ``configs/`` folder); bases are merged in order, then the file itself:
 
 * mappings merge key by key (the child wins), lists and scalars replace;
-* a loss given as a bare name (``box: ciou``) is shorthand for ``{name: ciou}``; a child mapping without
-  ``name`` (``box: {eps: 1.0e-9}``) adds parameters to the inherited loss, a child mapping with ``name``
-  replaces the inherited loss and its parameters.
+* a part (loss, assigner, sampler, head, coder, reduction) given as a bare name (``box: ciou``) is shorthand
+  for ``{name: ciou}``; a child mapping without ``name`` (``box: {eps: 1.0e-9}``) adds parameters to the
+  inherited part, a child mapping with ``name`` replaces the inherited part and its parameters.
 
 Command-line overrides (``--set train.epochs=50 loss.box={name: focal_eiou, gamma: 0.5}``) are merged last,
 with the same rules; each value is parsed as YAML.
@@ -45,10 +45,6 @@ CONFIG_DIR = REPO_ROOT / "configs"
 DATA_DIR = REPO_ROOT / "data"
 """Where bare dataset names (``coco128``) are looked up as ``<name>.yaml``."""
 
-MODEL_NAMES = ("yolov5",)
-"""Valid ``model.name`` values; add a name here when its model is added under ``detector/models``."""
-ASSIGNER_NAMES = ("yolov5",)
-"""Valid ``assigner.name`` values; add a name here when its assigner is added under ``detector/assigners``."""
 
 Source = tuple[Union[str, None], Union[int, None]]
 """Where a key was set: ``(file, line)`` (1-based line), ``("--set key=value", None)`` or ``(None, None)``."""
@@ -140,12 +136,6 @@ def _check_each(check: Callable[[Any], str | None]) -> Callable[[Any], tuple[Key
     return check_all
 
 
-def _check_level_balance(value: list[float]) -> tuple[KeyPath, str] | str | None:
-    if not value:
-        return "needs one weight per level, e.g. [4.0, 1.0, 0.4]"
-    return _check_each(_in_range(0.0, lo_open=True))(value)
-
-
 def _opt(default: Any = dataclasses.MISSING, *, choices: tuple[str, ...] | None = None,
          check: Callable[[Any], Any] | None = None, factory: Callable[[], Any] | None = None) -> Any:
     """A dataclass field with validation metadata (``choices`` for str fields, ``check`` for values)."""
@@ -163,21 +153,28 @@ def _opt(default: Any = dataclasses.MISSING, *, choices: tuple[str, ...] | None 
 class ModelConfig:
     """The network: architecture name, size and its anchors per level."""
 
-    name: str = _opt("yolov5", choices=MODEL_NAMES)
-    """Architecture; one of ``MODEL_NAMES``."""
+    name: str = _opt("yolov5", check=_non_empty)
+    """Backbone and neck; a name of ``detector.build.MODELS`` (``yolov5``: CSP-Darknet + SPPF + PAN)."""
     size: str = _opt("n", choices=("n", "s", "m", "l", "x"))
     """YOLOv5 size: n, s, m, l or x (sets depth and width multiples unless given below)."""
     depth_multiple: float | None = _opt(None, check=_in_range(0.0, lo_open=True))
     """Gain on the number of blocks per stage; None = the value for ``size`` (n/s 0.33, m 0.67, l 1.0, x 1.33)."""
     width_multiple: float | None = _opt(None, check=_in_range(0.0, lo_open=True))
     """Gain on the channel counts; None = the value for ``size`` (n 0.25, s 0.5, m 0.75, l 1.0, x 1.25)."""
-    anchors: list[list[int]] = _opt(factory=lambda: [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
-                                                     [116, 90, 156, 198, 373, 326]], check=_check_anchors)
-    """Anchor ``(w, h)`` pairs in input pixels, one flat list per level (fine to coarse), same count per level."""
+    anchors: list[list[float]] | None = _opt(factory=lambda: [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
+                                                             [116, 90, 156, 198, 373, 326]], check=_check_anchors)
+    """Anchor ``(w, h)`` pairs in input pixels, one flat list per level (fine to coarse), same count per level;
+    null for a head on point priors (anchor-free)."""
     strides: list[int] = _opt(factory=lambda: [8, 16, 32], check=_check_strides)
-    """Stride in pixels of each output level, increasing; one per ``anchors`` entry."""
+    """Stride in pixels of each output level, increasing; one per ``anchors`` entry. A subset of the
+    architecture's levels (``[32]`` for YOLOv2's single level) uses only those."""
     box_uncertainty: bool = _opt(False)
     """Also predict a log-variance per box coordinate (``HeadOutputs.box_log_var``), for variance voting."""
+    head: PartSpec = field(default_factory=lambda: PartSpec("yolo"))
+    """Detection head; a name of ``detector.build.HEADS`` with its parameters (``yolo``: objectness + sigmoid
+    classes; ``retina``: sigmoid classes; ``ssd``: softmax with a background class)."""
+    coder: PartSpec = field(default_factory=lambda: PartSpec("yolov5"))
+    """Box coder; a name of ``detector.build.CODERS`` with its parameters (``{name: delta, weights: [10, 10, 5, 5]}``)."""
 
 
 @dataclass
@@ -221,27 +218,22 @@ class AugmentConfig:
 
 
 @dataclass
-class AssignerConfig:
-    """Label assignment: which (prior, ground truth) pairs are positives."""
-
-    name: str = _opt("yolov5", choices=ASSIGNER_NAMES)
-    """Assigner; one of ``ASSIGNER_NAMES``."""
-    anchor_t: float = _opt(4.0, check=_in_range(1.0, lo_open=True))
-    """YOLOv5 ratio test: a gt matches an anchor when ``max(w/aw, aw/w, h/ah, ah/h) < anchor_t``."""
-
-
-@dataclass
-class LossSpec:
-    """One loss function by name with its keyword parameters.
+class PartSpec:
+    """One swappable part (loss, assigner, sampler, head, coder, reduction) by name with its keyword parameters.
 
     Written in YAML either as a bare name (``ciou``) or as a mapping (``{name: focal, gamma: 1.5}``);
-    the names and parameters are checked against the loss tables by ``detector/losses/spec.py``.
+    names and parameters are checked against the part's table (``detector.build`` and the loss tables) by
+    ``detector.build.check_parts`` before anything trains; its errors name the file and line.
     """
 
     name: str
-    """Loss name as registered in the loss tables (e.g. ``ciou``, ``giou``, ``bce``, ``focal``)."""
+    """Name in the part's table (e.g. ``ciou``, ``focal``, ``yolov5``, ``rpn``)."""
     params: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments passed to the loss function (e.g. ``{"gamma": 1.5}``)."""
+    """Keyword arguments passed to the part's function or constructor (e.g. ``{"gamma": 1.5}``)."""
+
+
+LossSpec = PartSpec
+"""The loss entries are part specs too (the name kept for the loss tables' callers)."""
 
 
 @dataclass
@@ -254,15 +246,20 @@ class LossConfig:
     """Classification loss on positive pairs (logits vs. one-hot targets)."""
     obj: LossSpec | None = field(default_factory=lambda: LossSpec("bce"))
     """Objectness loss over all priors; null for detectors without objectness."""
+    quality: LossSpec = field(default_factory=lambda: LossSpec("bce"))
+    """Loss of a head's quality branch (FCOS centerness); used when ``weights`` has ``quality``."""
     weights: dict[str, float] = _opt(factory=lambda: {"box": 0.05, "obj": 1.0, "cls": 0.5},
                                      check=_check_each(_in_range(0.0)))
-    """Weight of each loss term in the total (``box``, ``obj``, ``cls``; extra terms such as ``var`` allowed)."""
+    """Weight of each loss term in the total (``box``, ``obj``, ``cls``, ``quality``; extra terms such as ``var``)."""
     obj_target: str = _opt("ciou", choices=("ciou", "iou", "one"))
     """Objectness target of a positive: detached CIoU with the gt clamped at 0 (``ciou``, YOLOv5), plain IoU (``iou``) or 1 (``one``)."""
-    level_balance: list[float] = _opt(factory=lambda: [4.0, 1.0, 0.4], check=_check_level_balance)
-    """Objectness loss weight per output level (fine to coarse); one per ``model.strides`` entry."""
-    scale_gains: bool = _opt(True)
-    """Scale the weights like YOLOv5: box and cls by 3/levels, cls by classes/80, obj by (img_size/640)^2."""
+    box_space: str = _opt("decoded", choices=("decoded", "encoded"))
+    """Box loss on decoded boxes in grid units (``decoded``, IoU family) or on the coder's deltas (``encoded``, SSD / R-CNN smooth-L1)."""
+    reduction: PartSpec = field(default_factory=lambda: PartSpec("yolov5", {"level_balance": [4.0, 1.0, 0.4],
+                                                                            "scale_gains": True}))
+    """How values become terms and terms the total; a name of ``detector.build.REDUCTIONS``: ``yolov5``
+    (per-level means, ``level_balance``, ``scale_gains``, total times the batch) or ``mean`` (sums over the
+    batch divided by ``avg_factor``: ``num_pos`` or ``num_sampled``)."""
     label_smoothing: float = _opt(0.0, check=_in_range(0.0, 1.0, hi_open=True))
     """Class label smoothing epsilon: targets become ``1 - eps/2`` and ``eps/2``."""
 
@@ -355,8 +352,10 @@ class Config:
     """The dataset."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training augmentation."""
-    assigner: AssignerConfig = field(default_factory=AssignerConfig)
-    """Label assignment."""
+    assigner: PartSpec = field(default_factory=lambda: PartSpec("yolov5", {"anchor_t": 4.0, "neighbour_offset": 0.5}))
+    """Label assignment; a name of ``detector.build.ASSIGNERS`` with its parameters (``{name: yolov5, anchor_t: 4.0}``)."""
+    sampler: PartSpec | None = None
+    """Optional sampler after assignment (``detector.build.SAMPLERS``: ``random`` for RPN, ``hard_negative`` for SSD)."""
     loss: LossConfig = field(default_factory=LossConfig)
     """Loss terms and weights."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -500,7 +499,7 @@ def _schema_type(path: KeyPath) -> Any:
     tp: Any = Config
     for part in path:
         tp = _strip_optional(tp)
-        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)) or tp is LossSpec:
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)) or tp is PartSpec:
             return None
         hints = typing.get_type_hints(tp)
         if part not in hints:
@@ -528,7 +527,7 @@ def _merge_into(dst: dict, child: dict, path: KeyPath, sources: dict[KeyPath, So
     for key, value in child.items():
         p = path + (key,)
         old = dst.get(key)
-        is_loss = _strip_optional(_schema_type(p)) is LossSpec
+        is_loss = _strip_optional(_schema_type(p)) is PartSpec
         if is_loss and isinstance(value, dict) and "name" not in value and isinstance(old, str):
             old = dst[key] = {"name": old}  # `box: ciou` inherited, child adds parameters
             sources[p + ("name",)] = sources.get(p, (None, None))
@@ -617,7 +616,7 @@ def _load_file(path: Path, chain: tuple[Path, ...], config_dir: Path) -> tuple[d
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError("", f"a config file must be a mapping of sections (model, data, augment, assigner, "
+        raise ConfigError("", f"a config file must be a mapping of sections (model, data, augment, assigner, sampler, "
                               f"loss, train, eval), got {_describe(data)}", file, 1)
     layers: list[tuple[dict, dict[KeyPath, Source]]] = []
     if "base" in data:
@@ -728,8 +727,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
-    if tp is LossSpec:
-        return "a loss name or a mapping {name: ..., <param>: value}"
+    if tp is PartSpec:
+        return "a name or a mapping {name: ..., <param>: value}"
     origin = typing.get_origin(tp)
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
@@ -739,7 +738,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, path: KeyPath, sources: dict[KeyPath, Source]) -> Any:
-    """Check ``value`` against the annotated type ``tp``; returns it converted (int -> float, LossSpec)."""
+    """Check ``value`` against the annotated type ``tp``; returns it converted (int -> float, PartSpec)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
@@ -748,8 +747,8 @@ def _coerce(value: Any, tp: Any, path: KeyPath, sources: dict[KeyPath, Source]) 
         if value is None or not _matches(value, inner):
             raise _error(sources, path, f"expected {_type_name(tp)}, got {_describe(value)}")
         return _coerce(value, inner, path, sources)
-    if tp is LossSpec:
-        return _loss_spec(value, path, sources)
+    if tp is PartSpec:
+        return _part_spec(value, path, sources)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build_section(tp, value, path, sources)
     if tp is Any:
@@ -776,7 +775,7 @@ def _coerce(value: Any, tp: Any, path: KeyPath, sources: dict[KeyPath, Source]) 
 
 def _matches(value: Any, tp: Any) -> bool:
     """Whether ``value``'s outer type fits ``tp`` (int fits float; bool fits neither int nor float)."""
-    if tp is LossSpec:
+    if tp is PartSpec:
         return isinstance(value, (str, dict))
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return isinstance(value, dict)
@@ -794,24 +793,24 @@ def _matches(value: Any, tp: Any) -> bool:
     return kinds[kind](value)
 
 
-def _loss_spec(value: Any, path: KeyPath, sources: dict[KeyPath, Source]) -> LossSpec:
-    """``"ciou"`` -> ``LossSpec("ciou", {})``; ``{name: focal, gamma: 1.5}`` -> ``LossSpec("focal", {"gamma": 1.5})``.
+def _part_spec(value: Any, path: KeyPath, sources: dict[KeyPath, Source]) -> PartSpec:
+    """``"ciou"`` -> ``PartSpec("ciou", {})``; ``{name: focal, gamma: 1.5}`` -> ``PartSpec("focal", {"gamma": 1.5})``.
 
     Parameter names and values are not checked here (``detector/losses/spec.py`` does that).
     """
     if isinstance(value, str):
         if not value.strip():
-            raise _error(sources, path, "loss name must not be empty")
-        return LossSpec(value, {})
+            raise _error(sources, path, "the name must not be empty")
+        return PartSpec(value, {})
     if isinstance(value, dict):
         if "name" not in value:
-            raise _error(sources, path, f"a loss mapping needs a 'name' key, e.g. {{name: focal, gamma: 1.5}}; "
+            raise _error(sources, path, f"a part given as a mapping needs a 'name' key, e.g. {{name: focal, gamma: 1.5}}; "
                                         f"got {_describe(value)}")
         name = value["name"]
         if not isinstance(name, str) or not name.strip():
-            raise _error(sources, path + ("name",), f"expected a loss name, got {_describe(name)}")
-        return LossSpec(name, {k: copy.deepcopy(v) for k, v in value.items() if k != "name"})
-    raise _error(sources, path, f"expected {_type_name(LossSpec)}, got {_describe(value)}")
+            raise _error(sources, path + ("name",), f"expected a name, got {_describe(name)}")
+        return PartSpec(name, {k: copy.deepcopy(v) for k, v in value.items() if k != "name"})
+    raise _error(sources, path, f"expected {_type_name(PartSpec)}, got {_describe(value)}")
 
 
 def _unknown_key(key: str, valid: list[str], path: KeyPath, sources: dict[KeyPath, Source]) -> ConfigError:
@@ -854,12 +853,13 @@ def _build_section(cls: type, raw: Any, path: KeyPath, sources: dict[KeyPath, So
 def _check_consistency(cfg: Config, sources: dict[KeyPath, Source]) -> None:
     """Checks across sections: levels agree, mosaic epochs fit, variance voting has variances."""
     levels = len(cfg.model.strides)
-    if len(cfg.model.anchors) != levels:
+    if cfg.model.anchors is not None and len(cfg.model.anchors) != levels:
         raise _error(sources, ("model", "anchors"), f"has {len(cfg.model.anchors)} levels but model.strides has "
                                                      f"{levels}; give one anchor list per stride")
-    if len(cfg.loss.level_balance) != levels:
-        raise _error(sources, ("loss", "level_balance"), f"has {len(cfg.loss.level_balance)} weights but "
-                                                          f"model.strides has {levels} levels; give one per level")
+    balance = cfg.loss.reduction.params.get("level_balance") if cfg.loss.reduction.name == "yolov5" else None
+    if isinstance(balance, list) and len(balance) != levels:
+        raise _error(sources, ("loss", "reduction", "level_balance"), f"has {len(balance)} weights but "
+                                                                     f"model.strides has {levels} levels; give one per level")
     if cfg.data.img_size % max(cfg.model.strides):
         raise _error(sources, ("data", "img_size"), f"{cfg.data.img_size} is not a multiple of the largest "
                                                      f"stride {max(cfg.model.strides)}")
@@ -885,10 +885,10 @@ def _build_config(data: dict, sources: dict[KeyPath, Source]) -> Config:
 def config_to_dict(cfg: Any) -> Any:
     """The config as plain nested dicts/lists/scalars, in schema order (sections, then fields).
 
-    A :class:`LossSpec` without parameters becomes its bare name, otherwise ``{"name": ..., **params}``,
+    A :class:`PartSpec` without parameters becomes its bare name, otherwise ``{"name": ..., **params}``,
     i.e. the form written in YAML. The result is YAML-safe and loads with ``torch.load(weights_only=True)``.
     """
-    if isinstance(cfg, LossSpec):
+    if isinstance(cfg, PartSpec):
         return cfg.name if not cfg.params else {"name": cfg.name, **copy.deepcopy(cfg.params)}
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}

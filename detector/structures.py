@@ -4,6 +4,7 @@ Letter convention used in shape comments across the package:
     B  images in a batch          P  priors over all levels (flattened)
     C  classes                    n  ground-truth rows in a collated batch
     M  positive (prior, gt) pairs A  anchors per cell at one level
+    G  ground truths per image after padding (the most in any image of the batch)
     H, W  feature-map height and width at one level
 
 Box format: unless a docstring says otherwise, boxes are ``(x1, y1, x2, y2)`` in pixels of the
@@ -70,15 +71,23 @@ class Priors:
 class HeadOutputs:
     """Raw head outputs flattened over all priors (see :class:`Priors` for the order).
 
+    Which optional outputs a head emits says how it is trained and scored; :func:`detection_scores` turns
+    them into per-class probabilities the same way for every head.
+
     Attributes:
-        box (Tensor[B, P, 4]): raw box regression, decoded into xyxy pixels by a box coder.
-        cls (Tensor[B, P, C]): class logits.
+        box (Tensor[B, P, R]): raw box regression, decoded into xyxy pixels by a box coder (``R = 4`` for
+            the grid, delta and ltrb coders; ``R = 4 * bins`` for a distribution (DFL) head).
+        cls (Tensor[B, P, C] or Tensor[B, P, C + 1]): class logits; with ``background`` the last channel is
+            the background class and the logits are scored by a softmax over all ``C + 1``.
         obj (Tensor[B, P] | None): objectness logits; None for heads without objectness.
+        priors (Priors): the priors the outputs are laid out over (constants, not learnt).
         box_log_var (Tensor[B, P, 4] | None): predicted log-variance of each decoded xyxy
             coordinate, in units of the prior's stride (grid cells, so a zero output means a standard
             deviation of one cell on every level; add ``2 * ln(stride)`` for pixels) (KL loss, He et al.
             2019); None unless the head predicts uncertainty.
-        priors (Priors): the priors the outputs are laid out over (constants, not learnt).
+        quality (Tensor[B, P] | None): logits of a localisation-quality branch (FCOS centerness); the
+            score becomes ``sqrt(p_cls * sigmoid(quality))``.
+        background (bool): ``cls`` has a background channel (softmax head, SSD).
     """
 
     box: Tensor
@@ -86,6 +95,8 @@ class HeadOutputs:
     obj: Tensor | None
     priors: Priors
     box_log_var: Tensor | None = None
+    quality: Tensor | None = None
+    background: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -93,7 +104,40 @@ class HeadOutputs:
 
     @property
     def num_classes(self) -> int:
-        return self.cls.shape[-1]
+        """C, the object classes (the background channel of a softmax head is not counted)."""
+        return self.cls.shape[-1] - int(self.background)
+
+
+def detection_scores(outputs: HeadOutputs) -> Tensor:
+    """Per-class detection probabilities the way each head is trained: Tensor[B, P, C].
+
+    * sigmoid head: ``sigmoid(cls)``; softmax head (``background``): ``softmax(cls)`` without its last
+      (background) channel;
+    * times ``sigmoid(obj)`` when the head has objectness (YOLO);
+    * ``sqrt(p * sigmoid(quality))`` when it has a quality branch (FCOS centerness).
+    """
+    if outputs.background:
+        scores = outputs.cls.softmax(-1)[..., :-1]  # (B, P, C)
+    else:
+        scores = outputs.cls.sigmoid()  # (B, P, C)
+    if outputs.obj is not None:
+        scores = scores * outputs.obj.sigmoid()[..., None]
+    if outputs.quality is not None:
+        scores = (scores * outputs.quality.sigmoid()[..., None]).sqrt()
+    return scores
+
+
+@dataclass
+class Predictions:
+    """Detached predictions an assigner may look at (SimOTA, TAL, YOLOv3's ignore rule, YOLOv1).
+
+    Attributes:
+        boxes (Tensor[B, P, 4]): decoded xyxy boxes in pixels, detached.
+        scores (Tensor[B, P, C]): per-class probabilities (:func:`detection_scores`), detached.
+    """
+
+    boxes: Tensor
+    scores: Tensor
 
 
 @dataclass
@@ -102,7 +146,7 @@ class Assignment:
 
     Positives are listed as pairs, so a prior may be matched to more than one ground truth
     (YOLOv5 keeps such duplicates). Everything that is neither positive nor ignored is negative,
-    unless ``negative`` narrows it (sampling, hard-negative mining).
+    unless ``negative`` narrows it (a sampler: random 1:1 for RPN, hard-negative mining for SSD).
 
     Attributes:
         batch_index (Tensor[M]): image of each positive pair (long).
@@ -110,7 +154,10 @@ class Assignment:
         gt_index (Tensor[M]): row of ``targets`` (Tensor[n, 6]) matched by each pair (long).
         ignore (Tensor[B, P] | None): bool, priors excluded from the objectness / background loss.
         negative (Tensor[B, P] | None): bool, the negatives to use; None means "all the rest".
-        weight (Tensor[M] | None): optional per-pair weight (for example FCOS centerness).
+        weight (Tensor[M] | None): optional per-pair weight of the box terms (for example FCOS centerness).
+        score (Tensor[M] | None): soft classification target of each pair in ``[0, 1]`` (IoU for VFL / QFL,
+            TAL's normalised alignment); None means a hard target of 1.
+        extras (dict[str, Tensor]): assigner-specific tensors (e.g. ``"centerness"`` targets, Tensor[M]).
     """
 
     batch_index: Tensor
@@ -119,11 +166,18 @@ class Assignment:
     ignore: Tensor | None = None
     negative: Tensor | None = None
     weight: Tensor | None = None
+    score: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def num_pos(self) -> int:
         return int(self.batch_index.numel())
+
+    def positive_mask(self, batch_size: int, num_priors: int) -> Tensor:
+        """Tensor[B, P] bool: priors in at least one positive pair."""
+        mask = torch.zeros(batch_size, num_priors, dtype=torch.bool, device=self.batch_index.device)
+        mask[self.batch_index, self.prior_index] = True
+        return mask
 
     @staticmethod
     def empty(device: torch.device | str = "cpu") -> "Assignment":

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from detector.config import (
-    ASSIGNER_NAMES, CONFIG_DIR, Config, LossSpec, config_error, config_from_dict, config_to_dict, load_config,
+    CONFIG_DIR, Config, LossSpec, PartSpec, config_error, config_from_dict, config_to_dict, load_config,
     resolve_dataset, save_config, where,
 )
 from detector.errors import ConfigError
@@ -45,12 +45,12 @@ def test_defaults_are_yolov5_scratch_low():
     assert (cfg.train.lr0, cfg.train.lrf, cfg.train.momentum, cfg.train.weight_decay) == (0.01, 0.01, 0.937, 0.0005)
     assert (cfg.train.warmup_epochs, cfg.train.warmup_momentum, cfg.train.warmup_bias_lr) == (3.0, 0.8, 0.1)
     assert cfg.loss.weights == {"box": 0.05, "obj": 1.0, "cls": 0.5}
-    assert cfg.loss.level_balance == [4.0, 1.0, 0.4]
-    assert cfg.assigner.anchor_t == 4.0
+    assert cfg.loss.reduction == PartSpec("yolov5", {"level_balance": [4.0, 1.0, 0.4], "scale_gains": True})
+    assert cfg.assigner == PartSpec("yolov5", {"anchor_t": 4.0, "neighbour_offset": 0.5})
     assert (cfg.augment.hsv_h, cfg.augment.hsv_s, cfg.augment.hsv_v) == (0.015, 0.7, 0.4)
     assert (cfg.augment.translate, cfg.augment.scale, cfg.augment.fliplr, cfg.augment.mosaic) == (0.1, 0.5, 0.5, 1.0)
     assert cfg.loss.box == LossSpec("ciou") and cfg.loss.cls == LossSpec("bce") and cfg.loss.obj == LossSpec("bce")
-    assert "yolov5" in ASSIGNER_NAMES
+    assert cfg.sampler is None and cfg.model.head == PartSpec("yolo") and cfg.model.coder == PartSpec("yolov5")
 
 
 def test_yolov5_ciou_preset_equals_schema_defaults():
@@ -277,17 +277,17 @@ def test_override_errors_name_the_set_item(item, message):
     ("data:\n  max_images: many\n", "2: data.max_images: expected int or null, got str 'many'"),
     ("train: 5\n", "1: train: expected a mapping of TrainConfig keys, got int 5"),
     ("model:\n  anchors:\n    - [1, 2]\n    - [3, x]\n    - [5, 6]\n",
-     "4: model.anchors[1][1]: expected int, got str 'x'"),
+     "4: model.anchors[1][1]: expected float, got str 'x'"),
     ("loss:\n  weights:\n    box: 0.1\n    obj: high\n", "4: loss.weights.obj: expected float, got str 'high'"),
-    ("loss:\n  box: [ciou]\n", "2: loss.box: expected a loss name or a mapping {name: ..., <param>: value}, "
+    ("loss:\n  box: [ciou]\n", "2: loss.box: expected a name or a mapping {name: ..., <param>: value}, "
                               "got list ['ciou']"),
-    ("loss:\n  cls: {gamma: 1.5}\n", "2: loss.cls: a loss mapping needs a 'name' key, e.g. {name: focal, "
+    ("loss:\n  cls: {gamma: 1.5}\n", "2: loss.cls: a part given as a mapping needs a 'name' key, e.g. {name: focal, "
                                      "gamma: 1.5}; got mapping {'gamma': 1.5}"),
+    ("assigner: [rpn]\n", "1: assigner: expected a name or a mapping {name: ..., <param>: value}, got list ['rpn']"),
     # out of range
     ("data:\n  img_size: 500\n", "2: data.img_size: 500 is not a multiple of 32"),
     ("augment:\n  fliplr: 1.5\n", "2: augment.fliplr: 1.5 is outside [0, 1]"),
     ("augment:\n  scale: 1.0\n", "2: augment.scale: 1.0 is outside [0, 1)"),
-    ("assigner:\n  anchor_t: 1\n", "2: assigner.anchor_t: 1.0 must be > 1"),
     ("data:\n  workers: -1\n", "2: data.workers: -1 must be >= 0"),
     ("loss:\n  weights:\n    box: 0.1\n    cls: -0.5\n", "4: loss.weights.cls: -0.5 must be >= 0"),
     ("model:\n  strides: [8, 32, 16]\n", "2: model.strides[2]: 16 must be larger than the previous stride 32 "
@@ -297,7 +297,6 @@ def test_override_errors_name_the_set_item(item, message):
     ("train:\n  device: gpu\n", "2: train.device: 'gpu' is not one of auto, cpu, cuda, cuda:N (N a GPU index)"),
     # invalid choices
     ("train:\n  schedule: cos\n", "2: train.schedule: 'cos' is not one of linear, cosine; did you mean 'cosine'?"),
-    ("assigner:\n  name: atss\n", "2: assigner.name: 'atss' is not one of yolov5"),
     ("eval:\n  nms: soft\n", "2: eval.nms: 'soft' is not one of iou, diou"),
     # consistency across sections
     ("model:\n  strides: [8, 16]\n", "1: model.anchors: has 3 levels but model.strides has 2; "
@@ -310,8 +309,8 @@ def test_override_errors_name_the_set_item(item, message):
      "4: invalid YAML: expected <block end>, but found '<block mapping start>'"),
     ("train:\n  epochs: [1, 2\n  lr0: 3\n", "3: invalid YAML: expected ',' or ']', but got ':'"),
     ("train:\n  epochs: 1\n  seed: 2\n  epochs: 3\n", "4: train.epochs: duplicate key (first set on line 2)"),
-    ("- 1\n- 2\n", "1: a config file must be a mapping of sections (model, data, augment, assigner, loss, "
-                   "train, eval), got list [1, 2]"),
+    ("- 1\n- 2\n", "1: a config file must be a mapping of sections (model, data, augment, assigner, sampler, "
+                   "loss, train, eval), got list [1, 2]"),
     ("train:\n  epochs: !!python/name:os.system ''\n", "2: invalid YAML: could not determine a constructor for "
                                                       "the tag 'tag:yaml.org,2002:python/name:os.system'"),
     ("train: !!python/object:os.system {}\n", "1: train: unsupported YAML tag "
@@ -379,7 +378,7 @@ def test_config_to_dict_is_plain_and_loads_with_weights_only(tmp_path):
     cfg = load_config("yolov5_focal")
     as_dict = config_to_dict(cfg)
     assert as_dict["loss"]["cls"] == {"name": "focal", "gamma": 1.5} and as_dict["loss"]["box"] == "ciou"
-    assert list(as_dict) == ["model", "data", "augment", "assigner", "loss", "train", "eval"]
+    assert list(as_dict) == ["model", "data", "augment", "assigner", "sampler", "loss", "train", "eval"]
     torch.save({"config": as_dict}, tmp_path / "ckpt.pt")
     loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert config_from_dict(loaded["config"]) == cfg

@@ -1,7 +1,28 @@
-"""Label assigners: ``assigner(priors, targets, batch_size, pred_boxes=None) -> Assignment``.
+"""Label assigners: ``assigner(priors, targets, batch_size, pred=None) -> Assignment``.
 
-One file per assigner; every assigner returns :class:`detector.structures.Assignment`.
+One file per assigner (``common.py`` holds the interface and the padded ground-truth layout they share); every
+assigner returns :class:`detector.structures.Assignment`. The config names are the keys of
+``detector.build.ASSIGNERS``.
 """
+from detector.assigners.fcos import FCOSAssigner, assign_fcos
+from detector.assigners.max_iou import MaxIoUAssigner, SSDAssigner, assign_max_iou, assign_ssd, match_max_iou
+from detector.assigners.tal import TaskAlignedAssigner, assign_tal
+from detector.assigners.yolov3 import YOLOv2Assigner, YOLOv3Assigner, assign_yolov3
 from detector.assigners.yolov5 import YOLOv5Assigner, assign_yolov5_ratio
 
-__all__ = ["YOLOv5Assigner", "assign_yolov5_ratio"]
+__all__ = [
+    "FCOSAssigner",
+    "MaxIoUAssigner",
+    "SSDAssigner",
+    "TaskAlignedAssigner",
+    "YOLOv2Assigner",
+    "YOLOv3Assigner",
+    "YOLOv5Assigner",
+    "assign_fcos",
+    "assign_max_iou",
+    "assign_ssd",
+    "assign_tal",
+    "assign_yolov3",
+    "assign_yolov5_ratio",
+    "match_max_iou",
+]

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from detector.ops.boxes import xyxy_to_cxcywh
-from detector.structures import Assignment, Priors
+from detector.structures import Assignment, Predictions, Priors
 
 
 def _level_anchors(priors: Priors, level: int) -> Tensor:
@@ -140,10 +140,14 @@ def assign_yolov5_ratio(
 
 
 class YOLOv5Assigner:
-    """Callable wrapper of :func:`assign_yolov5_ratio` with the assigner interface of ``docs/design.md``.
+    """Callable wrapper of :func:`assign_yolov5_ratio` with the assigner interface of
+    :mod:`detector.assigners.common`.
 
-    ``pred_boxes`` is accepted and ignored: YOLOv5's assignment depends on ground-truth geometry only.
+    ``pred`` is accepted and ignored: YOLOv5's assignment depends on ground-truth geometry only.
     """
+
+    needs_predictions = False
+    needs_anchors = True
 
     def __init__(self, anchor_t: float = 4.0, neighbour_offset: float = 0.5):
         if anchor_t <= 1:
@@ -156,7 +160,7 @@ class YOLOv5Assigner:
         self.neighbour_offset = neighbour_offset
 
     def __call__(
-        self, priors: Priors, targets: Tensor, batch_size: int, pred_boxes: Tensor | None = None
+        self, priors: Priors, targets: Tensor, batch_size: int, pred: Predictions | None = None
     ) -> Assignment:
         return assign_yolov5_ratio(
             priors, targets, batch_size, anchor_t=self.anchor_t, neighbour_offset=self.neighbour_offset

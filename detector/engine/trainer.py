@@ -28,7 +28,8 @@ from detector.engine.ema import ModelEMA
 from detector.engine.optim import LRSchedule, accumulate_steps, apply_lr, build_optimizer, scaled_weight_decay, warmup_iterations
 from detector.engine.rng import get_rng_state, seed_everything, set_rng_state
 from detector.evaluation.coco import detections_to_coco, evaluate_coco, format_coco_table, write_results_json
-from detector.ops.nms import postprocess
+from detector.ops.nms import postprocess_scores
+from detector.structures import detection_scores
 
 
 def fitness(stats: dict[str, float]) -> float:
@@ -124,7 +125,7 @@ def train_one_epoch(
 
 def _float32(outputs):
     """Loss terms are computed in float32 even when the forward pass ran under autocast."""
-    for name in ("box", "cls", "obj", "box_log_var"):
+    for name in ("box", "cls", "obj", "box_log_var", "quality"):
         t = getattr(outputs, name)
         if t is not None and t.dtype != torch.float32:
             setattr(outputs, name, t.float())
@@ -139,10 +140,9 @@ def predict(model: nn.Module, coder, images: Tensor, eval_cfg) -> list[Tensor]:
     log_var = outputs.box_log_var
     if log_var is not None:  # grid-cell units -> pixels, so variance voting compares boxes across levels
         log_var = log_var + 2 * torch.log(outputs.priors.strides)[:, None]  # (B, P, 4)
-    return postprocess(
+    return postprocess_scores(
         boxes,
-        outputs.cls,
-        outputs.obj,
+        detection_scores(outputs),  # (B, P, C) as the head was trained: sigmoid or softmax, x obj, centerness
         conf_thres=eval_cfg.conf_thres,
         iou_thres=eval_cfg.iou_thres,
         max_det=eval_cfg.max_det,

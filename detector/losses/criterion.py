@@ -1,19 +1,40 @@
-"""DetectionCriterion: assigner + box coder + named, weighted loss terms (DETR-style), YOLOv5 by default.
+"""DetectionCriterion: coder -> assigner -> optional sampler -> named loss terms -> a recipe's weighted total.
 
 One call::
 
     outputs (HeadOutputs), targets (Tensor[n, 6] = image_index, class, x1, y1, x2, y2 px)
-      -> coder.decode(outputs.box)                      pred boxes, Tensor[B, P, 4] xyxy px
-      -> assigner(priors, targets, B, pred_boxes=...)   Assignment: M positive (image, prior, gt) pairs
-      -> lbox, lobj, lcls (+ extra terms), each normalised here by an explicit avg_factor and weighted
-      -> {"lbox", "lobj", "lcls", ..., "loss"}
+      -> [coder.decode + detection_scores, detached]   only when the assigner reads predictions
+      -> assigner(priors, targets, B, pred)             Assignment: M positive (image, prior, gt) pairs (+ masks)
+      -> [sampler(assignment, B, P, prior_loss)]        negatives to use (RPN 1:1 random, SSD hard negatives)
+      -> terms {name: unweighted scalar}                each a small method below, reduced by the recipe
+      -> {"l<name>": weight * term, ..., "loss": recipe.total(...)}
 
-Defaults reproduce ultralytics/yolov5 ``utils/loss.py`` ``ComputeLoss`` with the gains of its
-``train.py``; see :class:`DetectionCriterion`. Shape letters as in :mod:`detector.structures`.
+The terms (DETR's ``SetCriterion`` shape: a map from name to a method, weights in a separate dict):
+
+* ``box``: ``box_loss(pred, target)`` on the positive pairs, with ``Assignment.weight`` as pair weights. With
+  ``box_space="decoded"`` both are xyxy boxes divided by the prior's stride (grid units; only the M positive
+  priors are decoded); with ``"encoded"`` ``pred`` is the raw regression and ``target`` the coder's encoding of
+  the gt (SSD / R-CNN smooth-L1 on deltas).
+* ``obj`` (heads with objectness): over all kept priors; target 0, and at positives the detached similarity of
+  the pair's decoded box with its gt clamped at 0 (``obj_target``: ``ciou`` YOLOv5, ``iou``, or ``one``). A prior
+  in several pairs takes the highest value: YOLOv5 with ``sort_obj_iou=True``; its default (False) keeps the
+  value of the last pair written, which depends on the pair order.
+* ``cls``: with objectness, on the positive pairs with one-hot targets (none for a single class, as YOLOv5);
+  without, over all kept priors (sigmoid head: 0 except ``score`` or 1 at the pair's class; softmax head:
+  cross-entropy against the class, the background channel for negatives). Ranking losses (``ap``, ``dr``) rank
+  the class logits of all kept priors and normalise themselves.
+* ``quality`` (heads with a quality branch, FCOS centerness): BCE on the positives against
+  ``Assignment.extras["centerness"]``, or the detached IoU of the pair's box when the assigner gives none.
+* extra box-style terms named in ``weights`` (``var``: the KL loss that trains ``box_log_var``).
+
+"Kept priors" are all priors minus ``Assignment.ignore``, restricted to positives plus
+``Assignment.negative`` when a sampler set it. The recipe (:mod:`detector.losses.recipes`) says how values
+become terms and terms the total. Shape letters as in :mod:`detector.structures`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import dataclasses
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -22,318 +43,289 @@ from torch import Tensor
 from detector.errors import ConfigError
 from detector.losses.classification import ce_loss
 from detector.losses.ranking import ap_loss, dr_loss
+from detector.losses.recipes import Normalizers, YOLOv5Reduction, sum_of_level_means
 from detector.losses.spec import LossSpec, parse_box_loss, parse_cls_loss
 from detector.ops.boxes import aligned_ciou, aligned_iou
-from detector.structures import Assignment, HeadOutputs
+from detector.structures import Assignment, HeadOutputs, Predictions, detection_scores
 
-RANKING_LOSSES: tuple[Callable[..., Tensor], ...] = (ap_loss, dr_loss)
 OBJ_TARGETS = ("ciou", "iou", "one")
-BASE_TERMS = ("box", "obj", "cls")
+BOX_SPACES = ("decoded", "encoded")
 _SIMILARITY = {"ciou": aligned_ciou, "iou": aligned_iou}
+
+__all__ = ["DetectionCriterion", "is_ranking_loss", "sum_of_level_means"]
 
 
 def is_ranking_loss(spec: LossSpec) -> bool:
     """Whether ``spec`` ranks all its inputs and returns a scalar (``ap``, ``dr``) instead of per-element values."""
-    return spec.fn in RANKING_LOSSES
+    return spec.fn in (ap_loss, dr_loss)
 
 
-def sum_of_level_means(values: Tensor, level: Tensor, num_levels: int, weight: Tensor | None = None) -> Tensor:
-    """Sum over levels of the mean of ``values`` over the pairs of each level (YOLOv5's normalisation).
+@dataclasses.dataclass
+class _Pairs:
+    """The positive pairs of one call, gathered once: M rows each."""
 
-    YOLOv5 adds ``loss.mean()`` of each level's positives, so the avg_factor of level ``l`` is its number
-    of pairs ``M_l`` times the number of values per pair (``C`` for class BCE). A level without pairs
-    adds 0.
-
-    Args:
-        values (Tensor[M] or Tensor[M, K]): per-pair loss (``K`` values per pair, e.g. ``C`` classes).
-        level (Tensor[M]): level of each pair (long, in ``[0, num_levels)``).
-        weight (Tensor[M] | None): per-pair weights; the avg_factor then sums the weights instead of
-            counting pairs.
-
-    Returns:
-        Tensor[] scalar (differentiable; 0 with a graph when ``M = 0``).
-    """
-    per_pair = values[:, None] if values.dim() == 1 else values.flatten(1)  # (M, K)
-    count = torch.ones_like(per_pair[:, 0]) if weight is None else weight.to(per_pair.dtype)  # (M,)
-    sums = per_pair.new_zeros(num_levels).index_add(0, level, per_pair.sum(1) * count)  # (L,)
-    avg_factor = per_pair.new_zeros(num_levels).index_add(0, level, count) * per_pair.shape[1]  # (L,)
-    safe = torch.where(avg_factor > 0, avg_factor, torch.ones_like(avg_factor))
-    return (sums / safe).sum()
+    b: Tensor  # (M,) image
+    p: Tensor  # (M,) prior
+    g: Tensor  # (M,) targets row
+    level: Tensor  # (M,)
+    stride: Tensor  # (M, 1)
+    raw: Tensor  # (M, R) raw box regression
+    pred: Tensor  # (M, 4) decoded xyxy, grid units (divided by stride)
+    target: Tensor  # (M, 4) gt xyxy, grid units
+    gt_class: Tensor  # (M,) long
 
 
 class DetectionCriterion:
-    """Compose an assigner, a box coder and named loss terms; return weighted terms and their total.
-
-    Terms (each a scalar, weighted; "per image" in YOLOv5's sense):
-
-    * ``lbox``: for each level, the mean over its positive pairs of ``box_loss(pred, target)``, summed
-      over levels (YOLOv5). ``pred`` is the coder's decoding of the pair's prior, and both boxes are
-      divided by the stride of the prior (grid-cell units, see :mod:`detector.losses.box`). Box losses
-      whose signature names them also get ``pred_log_var = box_log_var`` (the head's log-variance is
-      already in grid-cell units, :class:`HeadOutputs`) and ``image_size / stride``.
-    * ``lobj``: per level, the mean over that level's priors (all images, minus ``Assignment.ignore``,
-      restricted to positives and ``Assignment.negative`` when the latter is given) of
-      ``obj_loss(obj_logit, t)`` times ``level_balance[l]``, summed. ``t`` is 0 except at positives,
-      where it is the detached similarity of the pair's decoded box and its ground truth, clamped at 0:
-      CIoU (``obj_target="ciou"``, YOLOv5: it reuses the CIoU of its box loss), plain IoU (``"iou"``)
-      or 1 (``"one"``). A prior in several pairs takes the highest value (YOLOv5 sorts pairs by IoU so
-      that the highest is written last; a scatter-max gives the same result deterministically).
-    * ``lcls``: with an objectness branch, per level the mean over positive pairs and classes
-      (avg_factor ``M_l * C``) of ``cls_loss(cls_logits, one_hot)``, summed; skipped when
-      ``num_classes == 1`` (YOLOv5: objectness is then the class score). Without an objectness branch
-      (``obj_loss=None``) the class loss covers every prior (one-hot at positives, zero elsewhere,
-      ignore/negative as for ``lobj``), summed and divided by the number of positive pairs
-      (RetinaNet / FCOS; ``Assignment.weight`` applies to the pair terms only). ``label_smoothing``
-      turns one-hot targets into ``1 - eps/2`` and ``eps/2`` (YOLOv5's ``smooth_BCE``, applied whatever
-      the per-element class loss; not to ranking losses).
-    * Ranking losses (``ap``, ``dr``) for ``cls`` are applied once over the class logits of all priors
-      of all images (ignored priors left out, ``negative`` respected) with one-hot targets at
-      positives; they normalise themselves (AP-loss: ``1 - AP``; DR: one logistic term) and their
-      value is used as is. For ``obj`` they rank each level's objectness logits (positives: target
-      > 0) and are weighted by ``level_balance``.
-    * Extra terms: every key of ``weights`` other than box/obj/cls names a term computed on the
-      positive pairs like ``lbox`` with a loss from ``extra_losses``; ``"var"`` defaults to the ``kl``
-      loss (He et al. 2019), which trains ``box_log_var``. Returned as ``l<name>``.
-
-    Weights (gains): ``weights["box"]``, ``["obj"]``, ``["cls"]`` (YOLOv5 ``hyp.scratch-low``: 0.05,
-    1.0, 0.5). With ``scale_gains`` they are scaled as YOLOv5's ``train.py`` does for ``nl`` levels:
-    box and extra terms by ``3 / nl``, cls by ``nc / 80 * 3 / nl``, obj by ``(image_size / 640)^2 * 3 / nl``.
-
-    The returned ``"loss"`` is ``(lbox + lobj + lcls + extras) * B``, as YOLOv5 returns (its SGD
-    recipe assumes this scale); the trainer backpropagates it and logs the other entries.
+    """Compose a box coder, an assigner, an optional sampler and named loss terms under a recipe.
 
     Args:
-        assigner: ``assigner(priors, targets, batch_size, pred_boxes=None) -> Assignment``.
-        coder: has ``decode(raw (Tensor[B, P, 4]), priors) -> Tensor[B, P, 4]`` xyxy px.
-        box_loss, cls_loss: :class:`LossSpec` (or a config entry, parsed with ``loss.box`` /
-            ``loss.cls`` as its key) from ``BOX`` / ``CLS``.
-        obj_loss: :class:`LossSpec` from ``CLS`` (``ce`` is refused: one logit per prior), or None for
-            heads without objectness.
-        weights: term name -> weight; needs ``box``, ``cls`` and (with ``obj_loss``) ``obj``; an ``obj``
-            weight without ``obj_loss`` is ignored (so inherited config weights need no editing).
-        num_classes: ``C``; must match the head.
-        image_size: side of the (square) network input in pixels, for the obj gain and ``yolov3_mse``.
-        obj_target: ``"ciou"`` (YOLOv5), ``"iou"`` or ``"one"``.
-        level_balance: objectness weight per level, fine to coarse; at least one per level.
-        scale_gains: apply YOLOv5's gain scaling.
-        label_smoothing: class-target smoothing ``eps`` (0 = none).
-        extra_losses: term name -> box-style :class:`LossSpec` for extra weight keys.
-
-    Raises:
-        ConfigError: on a bad choice of target, weights or loss slot (naming the config key).
+        assigner: ``assigner(priors, targets, batch_size, pred=None) -> Assignment`` with ``needs_predictions``.
+        coder: ``decode(raw, priors)``, ``decode_at(raw_M, priors, prior_index)``, ``encode_at(boxes_M, priors,
+            prior_index)`` (:mod:`detector.ops.coders`).
+        box_loss, cls_loss: :class:`LossSpec` or a config entry (``"ciou"``, ``{name: focal, gamma: 1.5}``).
+        obj_loss: a binary loss from ``CLS`` (``ce`` refused), or None for heads without objectness.
+        weights: term name -> weight: ``box``, ``cls``, ``obj`` with ``obj_loss``, ``quality`` with
+            ``quality_loss``, and extra box-style terms (``var``); an ``obj`` weight without ``obj_loss`` is
+            ignored, so an inherited config needs no editing.
+        num_classes: ``C``; image_size: side of the square input in pixels.
+        reduction: a recipe from :mod:`detector.losses.recipes`; None builds :class:`YOLOv5Reduction` from
+            ``level_balance`` and ``scale_gains`` (which must not be given with an explicit reduction).
+        sampler: optional ``sampler(assignment, B, P, prior_loss) -> Assignment`` with ``needs_losses``.
+        obj_target: ``ciou`` (YOLOv5), ``iou`` or ``one``.
+        label_smoothing: class targets ``1 - eps/2`` and ``eps/2`` (YOLOv5's ``smooth_BCE``); refused when the
+            class loss sets its own ``label_smoothing`` (they would compound).
+        box_space: ``decoded`` (IoU family on boxes) or ``encoded`` (losses on the coder's deltas).
+        quality_loss: loss of the quality branch (default ``bce``) when ``weights`` has ``quality``.
+        extra_losses: term name -> box-style loss for extra weight keys (``var`` defaults to ``kl``).
     """
 
-    def __init__(
-        self,
-        assigner: Callable[..., Assignment],
-        coder: Any,
-        box_loss: LossSpec | str | Mapping[str, Any],
-        cls_loss: LossSpec | str | Mapping[str, Any],
-        obj_loss: LossSpec | str | Mapping[str, Any] | None,
-        weights: Mapping[str, float],
-        *,
-        num_classes: int,
-        image_size: int,
-        obj_target: str = "ciou",
-        level_balance: Sequence[float] = (4.0, 1.0, 0.4),
-        scale_gains: bool = True,
-        label_smoothing: float = 0.0,
-        extra_losses: Mapping[str, LossSpec | str | Mapping[str, Any]] | None = None,
-    ):
-        self.assigner, self.coder = assigner, coder
+    def __init__(self, assigner: Any, coder: Any, box_loss: Any, cls_loss: Any, obj_loss: Any,
+                 weights: Mapping[str, float], *, num_classes: int, image_size: int, reduction: Any = None,
+                 sampler: Any = None, obj_target: str = "ciou", level_balance: Any = None,
+                 scale_gains: bool | None = None, label_smoothing: float = 0.0, box_space: str = "decoded",
+                 quality_loss: Any = "bce", extra_losses: Mapping[str, Any] | None = None):
+        self.assigner, self.coder, self.sampler = assigner, coder, sampler
         self.box_loss = parse_box_loss(box_loss, "loss.box")
         self.cls_loss = parse_cls_loss(cls_loss, "loss.cls")
         self.obj_loss = None if obj_loss is None else parse_cls_loss(obj_loss, "loss.obj")
         if self.obj_loss is not None and self.obj_loss.fn is ce_loss:
-            raise ConfigError(
-                "loss.obj",
-                "'ce' is a softmax over a class dimension, but objectness has one logit per prior; "
-                "use a binary loss (bce, balanced_bce, focal, mse) or a ranking loss (ap, dr)",
-            )
+            raise ConfigError("loss.obj", "'ce' is a softmax over a class dimension, but objectness has one logit "
+                                          "per prior; use a binary loss (bce, balanced_bce, focal, mse) or ap, dr")
         if obj_target not in OBJ_TARGETS:
             raise ConfigError("loss.obj_target", f"got {obj_target!r}; valid: {', '.join(OBJ_TARGETS)}")
+        if box_space not in BOX_SPACES:
+            raise ConfigError("loss.box_space", f"got {box_space!r}; valid: {', '.join(BOX_SPACES)}")
         if not 0 <= label_smoothing < 1:
             raise ConfigError("loss.label_smoothing", f"must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and self.cls_loss.params.get("label_smoothing"):
+            raise ConfigError("loss.label_smoothing", "is set and so is loss.cls.label_smoothing; the two would "
+                                                      "compound: set one of them")
         self.num_classes, self.image_size = int(num_classes), int(image_size)
-        self.obj_target = obj_target
-        self.level_balance = tuple(float(x) for x in level_balance)
-        self.scale_gains, self.label_smoothing = bool(scale_gains), float(label_smoothing)
+        if reduction is None:
+            reduction = YOLOv5Reduction((4.0, 1.0, 0.4) if level_balance is None else level_balance,
+                                        True if scale_gains is None else scale_gains,
+                                        num_classes=self.num_classes, image_size=self.image_size)
+        elif level_balance is not None or scale_gains is not None:
+            raise ValueError("level_balance and scale_gains belong to the YOLOv5 reduction; give them to it")
+        self.reduction = reduction
+        self.obj_target, self.label_smoothing, self.box_space = obj_target, float(label_smoothing), box_space
+        self.quality_loss = parse_cls_loss(quality_loss, "loss.quality") if "quality" in weights else None
 
-        extra_losses = dict(extra_losses or {})
         needed = {"box", "cls"} | ({"obj"} if self.obj_loss is not None else set())
         missing = sorted(needed - set(weights))
         if missing:
             raise ConfigError("loss.weights", f"missing weight(s) {missing}; the terms in use are {sorted(needed)}")
+        extra_losses = dict(extra_losses or {})
         self.extra_losses: dict[str, LossSpec] = {}
         for name in weights:
-            if name in BASE_TERMS:
+            if name in ("box", "obj", "cls", "quality"):
                 continue
-            if name in extra_losses:
-                spec = extra_losses[name]
-            elif name == "var":
-                spec = "kl"
-            else:
-                valid = sorted(needed | set(extra_losses) | {"var"})
-                raise ConfigError(
-                    f"loss.weights.{name}",
-                    f"no loss term {name!r}; valid: {', '.join(valid)} (extra terms need a loss in extra_losses)",
-                )
-            self.extra_losses[name] = parse_box_loss(spec, f"loss.{name}")
+            if name not in extra_losses and name != "var":
+                valid = sorted(needed | set(extra_losses) | {"var", "quality"})
+                raise ConfigError(f"loss.weights.{name}", f"no loss term {name!r}; valid: {', '.join(valid)} "
+                                                          "(extra terms need a loss in extra_losses)")
+            self.extra_losses[name] = parse_box_loss(extra_losses.get(name, "kl"), f"loss.{name}")
         unused = sorted(set(extra_losses) - set(self.extra_losses))
         if unused:
             raise ConfigError(f"loss.{unused[0]}", f"extra loss term(s) {unused} have no weight in loss.weights")
         self.weights = {k: float(v) for k, v in weights.items() if k != "obj" or self.obj_loss is not None}
+        self.last_assignment: Assignment | None = None
 
     def __repr__(self) -> str:
-        terms = {"box": self.box_loss, "obj": self.obj_loss, "cls": self.cls_loss, **self.extra_losses}
+        terms = {"box": self.box_loss, "obj": self.obj_loss, "cls": self.cls_loss, "quality": self.quality_loss,
+                 **self.extra_losses}
         listed = ", ".join(f"{k}={v!r}*{self.weights[k]:g}" for k, v in terms.items() if v is not None)
-        return (f"DetectionCriterion({listed}, obj_target={self.obj_target!r}, level_balance={self.level_balance}, "
-                f"scale_gains={self.scale_gains}, label_smoothing={self.label_smoothing:g}, "
-                f"assigner={self.assigner!r})")
+        return (f"DetectionCriterion({listed}, reduction={self.reduction!r}, obj_target={self.obj_target!r}, "
+                f"box_space={self.box_space!r}, label_smoothing={self.label_smoothing:g}, "
+                f"assigner={self.assigner!r}, sampler={self.sampler!r})")
 
-    # ------------------------------------------------------------------------------------------ gains
     def gains(self, num_levels: int) -> dict[str, float]:
-        """The weight of each term after YOLOv5's scaling for ``num_levels`` levels (when ``scale_gains``)."""
-        g = dict(self.weights)
-        if self.scale_gains:
-            per_level = 3.0 / num_levels
-            for name in g:
-                g[name] *= per_level
-            g["cls"] *= self.num_classes / 80.0
-            if "obj" in g:
-                g["obj"] *= (self.image_size / 640.0) ** 2
-        return g
+        """The weight of each term after the recipe's scaling for ``num_levels`` levels."""
+        return self.reduction.gains(self.weights, num_levels)
 
     # ------------------------------------------------------------------------------------------ call
     def __call__(self, outputs: HeadOutputs, targets: Tensor) -> dict[str, Tensor]:
-        """outputs (HeadOutputs), targets (Tensor[n, 6]) -> {"lbox", "lobj", "lcls", "l<extra>", "loss"} scalars."""
+        """outputs (HeadOutputs), targets (Tensor[n, 6]) -> {"lbox", "lcls", "lobj"?, ..., "loss"} scalars."""
         priors = outputs.priors
         batch_size, num_priors = outputs.box.shape[:2]
-        num_levels = priors.num_levels
-        self._check(outputs, num_levels)
+        self._check(outputs)
         targets = targets.to(device=outputs.box.device, dtype=outputs.box.dtype)  # (n, 6)
 
-        decoded = self.coder.decode(outputs.box, priors)  # (B, P, 4) xyxy px
-        assignment = self.assigner(priors, targets, batch_size, pred_boxes=decoded.detach())
-        b, p, g = assignment.batch_index, assignment.prior_index, assignment.gt_index  # (M,) each
-        level = priors.level[p]  # (M,)
-        stride = priors.strides[p].to(decoded.dtype)[:, None]  # (M, 1)
-        pred = decoded[b, p] / stride  # (M, 4) xyxy grid units
-        target_boxes = targets[g, 2:6] / stride  # (M, 4)
-        pos_flat = b * num_priors + p  # (M,) index into B * P
-        valid = self._valid_priors(assignment, pos_flat, batch_size, num_priors, outputs.box.device)  # (B, P)
+        pred = None
+        if getattr(self.assigner, "needs_predictions", False):
+            with torch.no_grad():
+                detached = dataclasses.replace(outputs, **{k: getattr(outputs, k).detach() for k in
+                                                           ("box", "cls", "obj", "quality") if getattr(outputs, k) is not None})
+                pred = Predictions(boxes=self.coder.decode(detached.box, priors), scores=detection_scores(detached))
+        assignment = self.assigner(priors, targets, batch_size, pred)
+        if self.sampler is not None:
+            prior_loss = self._background_loss(outputs, assignment) if self.sampler.needs_losses else None
+            assignment = self.sampler(assignment, batch_size, num_priors, prior_loss)
+        self.last_assignment = assignment
 
-        raw: dict[str, Tensor] = {}
-        raw["box"] = self._pair_term(self.box_loss, pred, target_boxes, outputs, b, p, stride, level, num_levels,
-                                     assignment.weight)
+        pairs = self._gather(outputs, targets, assignment)
+        keep = self._kept_priors(assignment, batch_size, num_priors, outputs.box.device)  # (B, P)
+        norm = Normalizers(num_pos=keep.new_tensor(float(pairs.b.numel()), dtype=outputs.box.dtype),
+                           num_sampled=keep.sum().to(outputs.box.dtype))
+        raw = {"box": self.loss_box(pairs, outputs, assignment, norm)}
         if self.obj_loss is not None:
-            raw["obj"] = self._objectness(outputs, pred.detach(), target_boxes, pos_flat, valid)
-        raw["cls"] = self._classification(outputs, targets[g, 1].long(), b, p, level, valid, assignment.weight)
+            raw["obj"] = self.loss_obj(pairs, outputs, keep, norm)
+        raw["cls"] = self.loss_cls(pairs, outputs, assignment, keep, norm)
+        if self.quality_loss is not None:
+            raw["quality"] = self.loss_quality(pairs, outputs, assignment, norm)
         for name, spec in self.extra_losses.items():
-            raw[name] = self._pair_term(spec, pred, target_boxes, outputs, b, p, stride, level, num_levels,
-                                        assignment.weight)
+            raw[name] = self._pair_box_term(spec, pairs, outputs, assignment.weight, norm)
 
-        gains = self.gains(num_levels)
+        gains = self.gains(priors.num_levels)
         result = {f"l{name}": value * gains[name] for name, value in raw.items()}
-        result["loss"] = sum(result.values()) * batch_size
+        result["loss"] = self.reduction.total(result, batch_size)
         return result
 
+    # ------------------------------------------------------------------------------------------ terms
+    def loss_box(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
+        return self._pair_box_term(self.box_loss, pairs, outputs, assignment.weight, norm)
+
+    def loss_obj(self, pairs: _Pairs, outputs: HeadOutputs, keep: Tensor, norm: Normalizers) -> Tensor:
+        obj = outputs.obj  # (B, P)
+        with torch.no_grad():
+            if self.obj_target == "one":
+                value = torch.ones_like(pairs.pred[:, 0])  # (M,)
+            else:
+                value = _SIMILARITY[self.obj_target](pairs.pred, pairs.target).clamp(min=0)  # (M,)
+            tobj = obj.new_zeros(obj.numel()).scatter_reduce(
+                0, pairs.b * obj.shape[1] + pairs.p, value.to(obj.dtype), reduce="amax", include_self=True
+            ).view_as(obj)  # (B, P); a prior in several pairs keeps its highest value
+        offsets = outputs.priors.level_offsets
+        if is_ranking_loss(self.obj_loss):  # one ranking per level, each a normalised scalar
+            per_level = []
+            for lvl in range(outputs.priors.num_levels):
+                span = slice(offsets[lvl], offsets[lvl + 1])
+                kept = keep[:, span]
+                per_level.append(self.obj_loss(obj[:, span][kept], tobj[:, span][kept], reduction="none"))
+            return self.reduction.combine_levels(per_level, balance=True)
+        values = self.obj_loss(obj, tobj, reduction="none")  # (B, P)
+        return self.reduction.dense(values, keep, offsets, True, norm)
+
+    def loss_cls(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, keep: Tensor,
+                 norm: Normalizers) -> Tensor:
+        cls, num_classes = outputs.cls, outputs.num_classes  # (B, P, C) or (B, P, C + 1)
+        pos_value, neg_value = 1.0 - 0.5 * self.label_smoothing, 0.5 * self.label_smoothing
+        if is_ranking_loss(self.cls_loss):
+            target = torch.zeros_like(cls)
+            target[pairs.b, pairs.p, pairs.gt_class] = 1.0  # (B, P, C) one-hot, multi-hot for a shared prior
+            return self.cls_loss(cls[keep], target[keep], reduction="none")
+        if outputs.background:  # softmax over C + 1: negatives learn the background channel
+            label = torch.full(cls.shape[:2], num_classes, dtype=torch.long, device=cls.device)  # (B, P)
+            label[pairs.b, pairs.p] = pairs.gt_class
+            target = F.one_hot(label, num_classes + 1).to(cls.dtype)  # (B, P, C + 1)
+            if self.label_smoothing:  # (1 - eps) on the true channel, eps spread over all
+                target = target * (1 - self.label_smoothing) + self.label_smoothing / (num_classes + 1)
+            return self.reduction.dense(self.cls_loss(cls, target, reduction="none"), keep,
+                                        outputs.priors.level_offsets, False, norm)
+        if outputs.obj is not None:  # YOLO: negatives are the objectness term's; classes on the pairs
+            if num_classes == 1:  # YOLOv5 computes no class loss for a single class
+                return cls.sum() * 0
+            target = F.one_hot(pairs.gt_class, num_classes).to(cls.dtype) * (pos_value - neg_value) + neg_value
+            per_pair = self.cls_loss(cls[pairs.b, pairs.p], target, reduction="none")  # (M, C)
+            return self.reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
+        score = torch.ones_like(pairs.pred[:, 0]) if assignment.score is None else assignment.score.to(cls.dtype)
+        target = torch.full_like(cls, neg_value)
+        target[pairs.b, pairs.p, pairs.gt_class] = score * (pos_value - neg_value) + neg_value  # (B, P, C)
+        values = self.cls_loss(cls, target, reduction="none")  # (B, P, C)
+        return self.reduction.dense(values, keep, outputs.priors.level_offsets, False, norm)
+
+    def loss_quality(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
+        if outputs.quality is None:
+            raise ConfigError("loss.weights.quality", "the head has no quality (centerness) branch; remove the weight "
+                                                      "or use a head with quality: true")
+        target = assignment.extras.get("centerness")
+        if target is None:
+            target = aligned_iou(pairs.pred.detach(), pairs.target).clamp(min=0)  # (M,)
+        values = self.quality_loss(outputs.quality[pairs.b, pairs.p], target.to(outputs.quality.dtype),
+                                   reduction="none")  # (M,)
+        return self.reduction.pairs(values, pairs.level, outputs.priors.num_levels, None, norm)
+
     # ------------------------------------------------------------------------------------------ parts
-    def _check(self, outputs: HeadOutputs, num_levels: int) -> None:
+    def _check(self, outputs: HeadOutputs) -> None:
         if outputs.num_classes != self.num_classes:
-            raise ValueError(
-                f"DetectionCriterion: the head predicts {outputs.num_classes} classes, the criterion was built "
-                f"for num_classes={self.num_classes}"
-            )
+            raise ValueError(f"DetectionCriterion: the head predicts {outputs.num_classes} classes, the criterion "
+                             f"was built for num_classes={self.num_classes}")
         if self.obj_loss is not None and outputs.obj is None:
             raise ConfigError("loss.obj", "is set but the model's head has no objectness output; set loss.obj: null")
-        if len(self.level_balance) < num_levels:
-            raise ConfigError(
-                "loss.level_balance",
-                f"has {len(self.level_balance)} weights but the model has {num_levels} levels; give one per level",
-            )
+        if outputs.background and self.cls_loss.fn is not ce_loss:
+            raise ConfigError("loss.cls", f"the head scores classes with a softmax over a background channel; "
+                                          f"its class loss must be 'ce', got {self.cls_loss.name!r}")
+        self.reduction.check_levels(outputs.priors.num_levels)
         uses_var = [s.name for s in (self.box_loss, *self.extra_losses.values()) if s.accepts("pred_log_var")]
         if uses_var and outputs.box_log_var is None:
-            raise ConfigError(
-                "model.box_uncertainty",
-                f"loss {uses_var[0]!r} needs predicted box variances, but the model has none; "
-                "set model.box_uncertainty: true",
-            )
+            raise ConfigError("model.box_uncertainty", f"loss {uses_var[0]!r} needs predicted box variances, but the "
+                                                       "model has none; set model.box_uncertainty: true")
+
+    def _gather(self, outputs: HeadOutputs, targets: Tensor, assignment: Assignment) -> _Pairs:
+        """Index the positive pairs once; decode only their M boxes."""
+        priors = outputs.priors
+        b, p, g = assignment.batch_index, assignment.prior_index, assignment.gt_index
+        stride = priors.strides[p].to(outputs.box.dtype)[:, None]  # (M, 1)
+        raw = outputs.box[b, p]  # (M, R)
+        pred = self.coder.decode_at(raw, priors, p) / stride  # (M, 4) grid units
+        return _Pairs(b=b, p=p, g=g, level=priors.level[p], stride=stride, raw=raw, pred=pred,
+                      target=targets[g, 2:6] / stride, gt_class=targets[g, 1].long())
 
     @staticmethod
-    def _valid_priors(assignment: Assignment, pos_flat: Tensor, batch_size: int, num_priors: int,
-                      device: torch.device) -> Tensor:
+    def _kept_priors(assignment: Assignment, batch_size: int, num_priors: int, device: torch.device) -> Tensor:
         """Tensor[B, P] bool: priors that take part in dense (objectness / background) losses."""
-        valid = torch.ones(batch_size, num_priors, dtype=torch.bool, device=device)
+        keep = torch.ones(batch_size, num_priors, dtype=torch.bool, device=device)
         if assignment.ignore is not None:
-            valid &= ~assignment.ignore.to(device)
+            keep &= ~assignment.ignore.to(device)
         if assignment.negative is not None:
-            keep = assignment.negative.to(device).reshape(-1).clone()  # (B * P,)
-            keep[pos_flat] = True
-            valid &= keep.view(batch_size, num_priors)
-        return valid
+            chosen = assignment.negative.to(device).clone()
+            chosen[assignment.batch_index, assignment.prior_index] = True
+            keep &= chosen
+        return keep
 
-    def _pair_term(self, spec: LossSpec, pred: Tensor, target_boxes: Tensor, outputs: HeadOutputs, b: Tensor,
-                   p: Tensor, stride: Tensor, level: Tensor, num_levels: int, weight: Tensor | None) -> Tensor:
-        """A box-style loss on the positive pairs (grid units), normalised per level: Tensor[] scalar."""
+    @torch.no_grad()
+    def _background_loss(self, outputs: HeadOutputs, assignment: Assignment) -> Tensor:
+        """Tensor[B, P]: each prior's loss if it were a negative (what hard-negative mining ranks)."""
+        if outputs.background:
+            return torch.logsumexp(outputs.cls, -1) - outputs.cls[..., -1]  # CE against the background channel
+        if outputs.obj is not None:
+            return self.obj_loss(outputs.obj, torch.zeros_like(outputs.obj), reduction="none")
+        return self.cls_loss(outputs.cls, torch.zeros_like(outputs.cls), reduction="none").sum(-1)
+
+    def _pair_box_term(self, spec: LossSpec, pairs: _Pairs, outputs: HeadOutputs, weight: Tensor | None,
+                       norm: Normalizers) -> Tensor:
+        """A box-style loss on the positive pairs, reduced by the recipe: Tensor[] scalar."""
+        if self.box_space == "encoded" and spec is self.box_loss:
+            pred, target = pairs.raw, self.coder.encode_at(pairs.target * pairs.stride, outputs.priors, pairs.p)
+        else:
+            pred, target = pairs.pred, pairs.target
         kwargs: dict[str, Any] = {}
         if spec.accepts("pred_log_var"):
-            kwargs["pred_log_var"] = outputs.box_log_var[b, p]  # (M, 4), grid-cell units like the boxes
+            kwargs["pred_log_var"] = outputs.box_log_var[pairs.b, pairs.p]  # (M, 4), grid-cell units like the boxes
         if spec.accepts("image_size"):
-            kwargs["image_size"] = self.image_size / stride[:, 0]  # (M,)
-        per_pair = spec(pred, target_boxes, reduction="none", **kwargs)  # (M,)
+            kwargs["image_size"] = self.image_size / pairs.stride[:, 0]  # (M,)
+        per_pair = spec(pred, target, reduction="none", **kwargs)  # (M,)
         if per_pair.shape != pred.shape[:1]:
             raise ValueError(f"box loss {spec.name!r} returned shape {tuple(per_pair.shape)}, expected "
                              f"({pred.shape[0]},) with reduction='none'")
-        return sum_of_level_means(per_pair, level, num_levels, weight)
-
-    def _objectness(self, outputs: HeadOutputs, pred: Tensor, target_boxes: Tensor, pos_flat: Tensor,
-                    valid: Tensor) -> Tensor:
-        """lobj before its gain: sum over levels of balance[l] * mean objectness loss of the level."""
-        obj = outputs.obj  # (B, P)
-        batch_size, num_priors = obj.shape
-        with torch.no_grad():
-            if self.obj_target == "one":
-                value = torch.ones_like(pred[:, 0])  # (M,)
-            else:
-                value = _SIMILARITY[self.obj_target](pred, target_boxes).clamp(min=0)  # (M,)
-            tobj = obj.new_zeros(batch_size * num_priors).scatter_reduce(
-                0, pos_flat, value.to(obj.dtype), reduce="amax", include_self=True
-            ).view(batch_size, num_priors)  # (B, P); a duplicated prior keeps its highest value
-        ranking = is_ranking_loss(self.obj_loss)
-        offsets = outputs.priors.level_offsets
-        total = obj.new_zeros(())
-        for lvl in range(outputs.priors.num_levels):
-            span = slice(offsets[lvl], offsets[lvl + 1])
-            logits, target, keep = obj[:, span], tobj[:, span], valid[:, span]  # (B, P_l) each
-            if ranking:
-                term = self.obj_loss(logits[keep], target[keep], reduction="none")
-            else:
-                per_prior = self.obj_loss(logits, target, reduction="none")  # (B, P_l)
-                term = torch.where(keep, per_prior, 0).sum() / keep.sum().clamp(min=1)
-            total = total + term * self.level_balance[lvl]
-        return total
-
-    def _classification(self, outputs: HeadOutputs, gt_class: Tensor, b: Tensor, p: Tensor, level: Tensor,
-                        valid: Tensor, weight: Tensor | None) -> Tensor:
-        """lcls before its gain (see the class docstring for the three modes)."""
-        cls = outputs.cls  # (B, P, C)
-        num_classes = cls.shape[-1]
-        if is_ranking_loss(self.cls_loss):
-            target = torch.zeros_like(cls)
-            target[b, p, gt_class] = 1.0  # (B, P, C) one-hot (multi-hot for a prior in pairs of two classes)
-            return self.cls_loss(cls[valid], target[valid], reduction="none")  # (V, C) -> scalar
-        eps = self.label_smoothing
-        pos_value, neg_value = 1.0 - 0.5 * eps, 0.5 * eps
-        if self.obj_loss is not None:
-            if num_classes == 1:  # YOLOv5 computes no class loss for a single class
-                return cls.sum() * 0
-            one_hot = F.one_hot(gt_class, num_classes).to(cls.dtype)  # (M, C)
-            target = one_hot * (pos_value - neg_value) + neg_value
-            per_pair = self.cls_loss(cls[b, p], target, reduction="none")  # (M, C), or (M,) for ce
-            return sum_of_level_means(per_pair, level, outputs.priors.num_levels, weight)
-        target = torch.full_like(cls, neg_value)
-        target[b, p, gt_class] = pos_value  # (B, P, C)
-        per_element = self.cls_loss(cls, target, reduction="none")  # (B, P, C), or (B, P) for ce
-        mask = valid if per_element.dim() == 2 else valid[..., None]
-        return torch.where(mask, per_element, 0).sum() / max(b.numel(), 1)  # avg_factor: number of pairs
+        return self.reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, weight, norm)

@@ -65,15 +65,16 @@ def _choices_message(kind: str, given: str, valid: list[str]) -> str:
     return f"unknown {kind} {given!r}{hint}; valid: {', '.join(valid)}"
 
 
-def configurable_params(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
-    """The parameters of a loss a config may set, by name.
+def configurable_params(fn: Callable[..., Any], inputs: int = 2,
+                        supplied: frozenset[str] = CALLER_SUPPLIED) -> dict[str, inspect.Parameter]:
+    """The parameters of a loss (or another part's constructor) a config may set, by name.
 
-    Every parameter that can be passed by keyword, except the two inputs (``pred, target`` or
-    ``logits, target``) and :data:`CALLER_SUPPLIED`.
+    Every parameter that can be passed by keyword, except the first ``inputs`` (a loss's ``pred, target`` or
+    ``logits, target``; 0 for a constructor) and those in ``supplied`` (what the caller passes itself).
     """
     keyword_kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    params = list(inspect.signature(fn).parameters.values())[2:]
-    return {p.name: p for p in params if p.kind in keyword_kinds and p.name not in CALLER_SUPPLIED}
+    params = list(inspect.signature(fn).parameters.values())[inputs:]
+    return {p.name: p for p in params if p.kind in keyword_kinds and p.name not in supplied}
 
 
 def _check_value(key: str, param: inspect.Parameter, value: Any) -> None:
@@ -96,7 +97,8 @@ def _check_value(key: str, param: inspect.Parameter, value: Any) -> None:
         raise ConfigError(key, f"expected {expected} (default {default!r}), got {value!r}")
 
 
-def parse_loss_spec(spec: Any, table: Mapping[str, Callable[..., Tensor]], key: str = "loss") -> LossSpec:
+def parse_loss_spec(spec: Any, table: Mapping[str, Callable[..., Any]], key: str = "loss", *, inputs: int = 2,
+                    supplied: frozenset[str] = CALLER_SUPPLIED, kind: str = "loss") -> LossSpec:
     """Parse ``"ciou"`` or ``{"name": "focal_eiou", "gamma": 0.5}`` against ``table`` into a :class:`LossSpec`.
 
     Args:
@@ -105,6 +107,9 @@ def parse_loss_spec(spec: Any, table: Mapping[str, Callable[..., Tensor]], key: 
             unchanged).
         table: config name -> loss function (``BOX`` or ``CLS``).
         key: dotted config path of the entry, used in error messages (``"loss.box"``).
+        inputs, supplied: see :func:`configurable_params` (``inputs=0`` and the constructor's caller-supplied
+            names parse an assigner, sampler, head, coder or reduction entry against its table).
+        kind: what the table holds, for messages (``"loss"``, ``"assigner"``).
 
     Returns:
         LossSpec with the parameters the config set (the function's defaults fill the rest at call time).
@@ -123,26 +128,26 @@ def parse_loss_spec(spec: Any, table: Mapping[str, Callable[..., Tensor]], key: 
         if "name" not in spec:
             raise ConfigError(
                 key,
-                f"a loss given as a mapping needs a 'name' (one of: {', '.join(table)}), got keys {sorted(spec)}",
+                f"a {kind} given as a mapping needs a 'name' (one of: {', '.join(table)}), got keys {sorted(spec)}",
             )
         name, params, name_key = spec["name"], {k: v for k, v in spec.items() if k != "name"}, f"{key}.name"
     else:
         raise ConfigError(
-            key, f"expected a loss name or {{name: ..., param: value}}, got {type(spec).__name__} {spec!r}"
+            key, f"expected a {kind} name or {{name: ..., param: value}}, got {type(spec).__name__} {spec!r}"
         )
     if not isinstance(name, str) or name not in table:
-        raise ConfigError(name_key, _choices_message("loss", str(name), list(table)))
+        raise ConfigError(name_key, _choices_message(kind, str(name), list(table)))
     fn = table[name]
-    allowed = configurable_params(fn)
+    allowed = configurable_params(fn, inputs, supplied)
     for param_name, value in params.items():
         param_key = f"{key}.{param_name}"
-        if param_name in CALLER_SUPPLIED:
-            raise ConfigError(param_key, f"{param_name!r} is supplied by the criterion and cannot be set in a config")
+        if param_name in supplied:
+            raise ConfigError(param_key, f"{param_name!r} is supplied by the framework and cannot be set in a config")
         if param_name not in allowed:
             valid = list(allowed)
             if not valid:
-                raise ConfigError(param_key, f"loss {name!r} takes no parameters, got {param_name!r}")
-            raise ConfigError(param_key, _choices_message(f"parameter of loss {name!r}", str(param_name), valid))
+                raise ConfigError(param_key, f"{kind} {name!r} takes no parameters, got {param_name!r}")
+            raise ConfigError(param_key, _choices_message(f"parameter of {kind} {name!r}", str(param_name), valid))
         _check_value(param_key, allowed[param_name], value)
     return LossSpec(name=name, fn=fn, params=params)
 

@@ -5,7 +5,7 @@ Letter convention (see ``detector/structures.py``): ``B`` images, ``H, W`` input
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from detector.models.backbones.csp import CSPDarknet
 from detector.models.common import Conv
 from detector.models.heads.yolo import YOLOv5Head
 from detector.models.necks.pan import YOLOv5PAN
-from detector.models.priors import AnchorPriorGenerator
+from detector.models.priors import AnchorPriorGenerator, PointPriorGenerator
 from detector.structures import HeadOutputs
 
 # (depth_multiple, width_multiple) of YOLOv5's models/yolov5{n,s,m,l,x}.yaml.
@@ -46,13 +46,15 @@ class Detector(nn.Module):
         prior_generator: ``(level_shapes, device, dtype) -> Priors`` with a ``strides`` attribute, and
             ``anchors`` (list of Tensor[A, 2] px) for anchor priors.
         num_classes: ``C``.
+        feature_levels: which of the neck's outputs the head sees (indices, finest first); None = all.
 
     Attributes:
         num_classes (int), strides (tuple[int, ...]), anchors (list[Tensor[A, 2]] pixels, or None for
         point priors). Anchors are configuration (from the config), not part of the state dict.
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, prior_generator, num_classes: int):
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, prior_generator, num_classes: int,
+                 feature_levels: Sequence[int] | None = None):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -60,6 +62,7 @@ class Detector(nn.Module):
         self.prior_generator = prior_generator
         self.num_classes = int(num_classes)
         self.strides = tuple(int(s) for s in prior_generator.strides)
+        self.feature_levels = None if feature_levels is None else tuple(int(i) for i in feature_levels)
 
     @property
     def anchors(self) -> list[Tensor] | None:
@@ -84,6 +87,8 @@ class Detector(nn.Module):
         """images (Tensor[B, 3, H, W]) -> per level raw Tensor[B, A, H / s_l, W / s_l, K] (export, inspection)."""
         self.check_input(images)
         features = self.neck(self.backbone(images))
+        if self.feature_levels is not None:
+            features = [features[i] for i in self.feature_levels]
         h, w = images.shape[-2:]
         for f, s in zip(features, self.strides):
             if tuple(f.shape[-2:]) != (h // s, w // s):
@@ -114,18 +119,24 @@ def build_yolov5(
     depth_multiple: float | None = None,
     width_multiple: float | None = None,
     in_channels: int = 3,
+    head: Callable[..., nn.Module] | None = None,
+    point_priors: bool = False,
 ) -> Detector:
-    """YOLOv5 v6+ (``yolov5{n,s,m,l,x}.yaml``): CSP-Darknet + SPPF, PAN neck, anchor head on P3/P4/P5.
+    """YOLOv5 v6+ (``yolov5{n,s,m,l,x}.yaml``): CSP-Darknet + SPPF, PAN neck, a head on P3/P4/P5 (or a subset).
 
     Args:
         size: one of ``n, s, m, l, x``; picks ``(depth_multiple, width_multiple)`` from ``YOLOV5_SIZES``.
         num_classes: ``C``.
         anchors: per level anchors in pixels (``[w0, h0, w1, h1, ...]`` or ``[[w, h], ...]``); default
             ``YOLOV5_ANCHORS``.
-        strides: must be ``(8, 16, 32)``, the strides of this architecture.
+        strides: ``(8, 16, 32)``, the strides of this architecture, or a subset of them in order (``(32,)``
+            for YOLOv2's single level; the neck still computes all three).
         box_uncertainty: add 4 log-variance channels per anchor.
         depth_multiple, width_multiple: override the size's multiples.
         in_channels: image channels.
+        head: ``head(in_channels, num_classes, num_anchors, strides, box_uncertainty) -> nn.Module`` (an entry of
+            ``detector.build.HEADS``); default :class:`YOLOv5Head`.
+        point_priors: one point prior per cell (anchor-free heads); ``anchors`` is then ignored.
     """
     if size not in YOLOV5_SIZES:
         raise ValueError(f"build_yolov5: unknown size {size!r} (model.size); valid: {sorted(YOLOV5_SIZES)}")
@@ -135,16 +146,25 @@ def build_yolov5(
     if d <= 0 or w <= 0:
         raise ValueError(f"build_yolov5: depth_multiple and width_multiple must be > 0, got {d} and {w}")
     strides = tuple(int(s) for s in strides)
-    if strides != CSPDarknet.strides:
+    available = CSPDarknet.strides
+    if not strides or any(s not in available for s in strides) or list(strides) != sorted(set(strides)):
         raise ValueError(
             f"build_yolov5: strides {list(strides)} (model.strides) do not match the YOLOv5 architecture, "
-            f"whose P3/P4/P5 outputs have strides {list(CSPDarknet.strides)}"
+            f"whose P3/P4/P5 outputs have strides {list(available)} (give all of them or a subset, in order)"
         )
-    generator = AnchorPriorGenerator(YOLOV5_ANCHORS if anchors is None else anchors, strides)
+    levels = [available.index(s) for s in strides]
+    if point_priors:
+        generator, num_anchors = PointPriorGenerator(strides), [1] * len(strides)
+    else:
+        generator = AnchorPriorGenerator(YOLOV5_ANCHORS if anchors is None else anchors, strides)
+        num_anchors = generator.num_anchors
     backbone = CSPDarknet(in_channels, depth_multiple=d, width_multiple=w)
     neck = YOLOv5PAN(backbone.out_channels, depth_multiple=d)
-    head = YOLOv5Head(neck.out_channels, num_classes, generator.num_anchors, strides, box_uncertainty)
-    return Detector(backbone, neck, head, generator, num_classes)
+    in_ch = [neck.out_channels[i] for i in levels]
+    make_head = YOLOv5Head if head is None else head
+    head_module = make_head(in_ch, num_classes, num_anchors, strides, box_uncertainty)
+    return Detector(backbone, neck, head_module, generator, num_classes,
+                    feature_levels=None if len(levels) == len(available) else levels)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

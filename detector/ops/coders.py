@@ -1,9 +1,34 @@
-"""Box coders: map raw head outputs to xyxy boxes in pixels (and back).
+"""Box coders: map raw head regression to xyxy boxes in pixels of the network input, and back.
 
-Each coder has ``decode(raw (Tensor[..., 4]), priors: Priors) -> Tensor[..., 4] xyxy`` where the
-leading dimensions of ``raw`` end in ``P`` (the flattened priors), and ``encode`` as its inverse.
+Letter convention (see :mod:`detector.structures`): ``P`` priors over all levels (flattened), ``M`` selected
+priors (for example the positive pairs of an assignment), ``R`` raw values per prior (``num_outputs``),
+``...`` any leading dimensions (usually ``B`` images). In :class:`DistributionCoder` ``K`` is ``bins``.
+
+Every coder has the same interface:
+
+* ``decode(raw (Tensor[..., P, R]), priors) -> Tensor[..., P, 4]`` xyxy pixels, for every prior;
+* ``decode_at(raw (Tensor[M, R]), priors, prior_index (Tensor[M] long)) -> Tensor[M, 4]``: only the priors
+  ``prior_index``; equal to ``decode`` followed by indexing, but it only gathers ``M`` rows of the priors'
+  tensors (the loss decodes just the positive pairs: ``raw = outputs.box[batch_index, prior_index]``);
+* ``encode_at(boxes (Tensor[M, 4]) xyxy pixels, priors, prior_index (Tensor[M])) -> Tensor[M, R]``: the
+  regression target in the raw space (the inverse of ``decode_at`` where one exists; see each coder), for
+  losses on encoded deltas (SSD / Faster R-CNN smooth-L1). Exception: :class:`DistributionCoder` returns the
+  ``(l, t, r, b)`` distances, Tensor[M, 4], that DFL's loss needs, not ``R = 4 * bins`` logits;
+* ``encode(boxes (Tensor[..., P, 4]), priors) -> Tensor[..., P, R]``: ``encode_at`` for every prior;
+* attributes ``num_outputs`` (``R``) and ``needs_anchors`` (False: point priors, ``priors.anchors`` None, do);
+  a ``__repr__`` with the constructor's parameters.
+
+The prior centre is ``priors.centers = (grid + 0.5) * stride``; anchor coders read ``priors.anchors``
+(``(w, h)`` pixels) and raise ValueError for point priors. Coders are plain objects without state.
+
+Which coder a recipe uses: YOLOv5 :class:`YOLOv5BoxCoder`; YOLOv2 / v3 :class:`YOLOv3BoxCoder`; SSD, Faster
+R-CNN, RetinaNet :class:`DeltaBoxCoder`; FCOS :class:`LTRBCoder`; GFL / YOLOv8 :class:`DistributionCoder`.
 """
 from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -11,28 +36,426 @@ from torch import Tensor
 from detector.ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from detector.structures import Priors
 
+__all__ = [
+    "BoxCoder",
+    "YOLOv5BoxCoder",
+    "YOLOv3BoxCoder",
+    "DeltaBoxCoder",
+    "LTRBCoder",
+    "DistributionCoder",
+    "dfl_expectation",
+    "ltrb_to_xyxy",
+    "xyxy_to_ltrb",
+]
 
-class YOLOv5BoxCoder:
-    """YOLOv5's grid coder on sigmoid outputs.
+
+class BoxCoder:
+    """Base of the coders: shape checks and prior gathering; subclasses implement ``_decode`` / ``_encode``.
+
+    ``_decode(raw (Tensor[..., N, R]), grid (Tensor[N, 2]), strides (Tensor[N]), anchors (Tensor[N, 2] | None))``
+    and ``_encode(boxes (Tensor[..., N, 4]), grid, strides, anchors)`` work on per-prior tensors of length
+    ``N``: all ``P`` priors for ``decode`` / ``encode``, the ``M`` gathered rows for ``decode_at`` /
+    ``encode_at``, so both paths run the same arithmetic.
+    """
+
+    num_outputs: int  # R; a class attribute of the 4-value coders, set per instance by DistributionCoder
+    needs_anchors: bool = False
+
+    # ---- public interface -------------------------------------------------------------------------------
+    def decode(self, raw: Tensor, priors: Priors) -> Tensor:
+        """raw (Tensor[..., P, R]) -> Tensor[..., P, 4] xyxy pixels, one box per prior."""
+        self._check_raw(raw, len(priors), "decode", "P = len(priors)")
+        return self._decode(raw, *self._prior_tensors(priors, None, "decode"))
+
+    def decode_at(self, raw: Tensor, priors: Priors, prior_index: Tensor) -> Tensor:
+        """raw (Tensor[M, R]) of the priors ``prior_index`` (Tensor[M] long) -> Tensor[M, 4] xyxy pixels.
+
+        Equals ``decode(full_raw, priors)[..., prior_index, :]`` where ``raw = full_raw[..., prior_index, :]``;
+        only ``M`` rows of the priors' tensors are gathered.
+        """
+        self._check_index(prior_index, "decode_at")
+        self._check_raw(raw, prior_index.shape[0], "decode_at", "M = len(prior_index)")
+        return self._decode(raw, *self._prior_tensors(priors, prior_index, "decode_at"))
+
+    def encode(self, boxes: Tensor, priors: Priors) -> Tensor:
+        """boxes (Tensor[..., P, 4]) xyxy pixels, one per prior -> Tensor[..., P, R] raw targets."""
+        self._check_boxes(boxes, len(priors), "encode", "P = len(priors)")
+        return self._encode(boxes, *self._prior_tensors(priors, None, "encode"))
+
+    def encode_at(self, boxes: Tensor, priors: Priors, prior_index: Tensor) -> Tensor:
+        """boxes (Tensor[M, 4]) xyxy pixels for the priors ``prior_index`` (Tensor[M]) -> Tensor[M, R] raw targets."""
+        self._check_index(prior_index, "encode_at")
+        self._check_boxes(boxes, prior_index.shape[0], "encode_at", "M = len(prior_index)")
+        return self._encode(boxes, *self._prior_tensors(priors, prior_index, "encode_at"))
+
+    # ---- to implement -------------------------------------------------------------------------------------
+    def _decode(self, raw: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _encode(self, boxes: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+    @property
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _prior_tensors(
+        self, priors: Priors, prior_index: Tensor | None, where: str
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(grid (Tensor[N, 2]), strides (Tensor[N]), anchors (Tensor[N, 2] | None))``: all ``P`` priors, or the
+        ``M`` rows ``prior_index`` (anchors None for coders that do not need them)."""
+        if self.needs_anchors and priors.anchors is None:
+            raise ValueError(
+                f"{self._name}.{where}: this coder needs anchor priors (priors.anchors is None: point priors, e.g. "
+                f"from PointPriorGenerator); use AnchorPriorGenerator priors, or LTRBCoder / DistributionCoder "
+                f"for point priors"
+            )
+        anchors = priors.anchors if self.needs_anchors else None
+        if prior_index is None:
+            return priors.grid, priors.strides, anchors
+        grid, strides = priors.grid[prior_index], priors.strides[prior_index]  # (M, 2), (M,)
+        return grid, strides, None if anchors is None else anchors[prior_index]  # (M, 2)
+
+    def _check_raw(self, raw: Tensor, length: int, where: str, what: str) -> None:
+        if raw.ndim < 2 or raw.shape[-1] != self.num_outputs or raw.shape[-2] != length:
+            raise ValueError(
+                f"{self._name}.{where}: raw must be Tensor[..., N, R] with N = {length} ({what}) and "
+                f"R = num_outputs = {self.num_outputs}; got shape {tuple(raw.shape)}"
+            )
+
+    def _check_boxes(self, boxes: Tensor, length: int, where: str, what: str) -> None:
+        if boxes.ndim < 2 or boxes.shape[-1] != 4 or boxes.shape[-2] != length:
+            raise ValueError(
+                f"{self._name}.{where}: boxes must be xyxy Tensor[..., N, 4] with N = {length} ({what}); "
+                f"got shape {tuple(boxes.shape)}"
+            )
+
+    def _check_index(self, prior_index: Tensor, where: str) -> None:
+        if prior_index.ndim != 1 or prior_index.dtype.is_floating_point or prior_index.dtype == torch.bool:
+            raise ValueError(
+                f"{self._name}.{where}: prior_index must be an integer Tensor[M] of flat prior indices; got "
+                f"dtype {prior_index.dtype}, shape {tuple(prior_index.shape)}"
+            )
+
+
+def _check_eps(name: str, eps: float, upper: float = math.inf) -> float:
+    eps = float(eps)
+    if not 0.0 < eps < upper:
+        bound = f" and < {upper}" if math.isfinite(upper) else ""
+        raise ValueError(f"{name}: eps must be > 0{bound}, got {eps}")
+    return eps
+
+
+def _centers(grid: Tensor, strides: Tensor) -> Tensor:
+    """Prior centres Tensor[N, 2] pixels, as :attr:`Priors.centers`."""
+    return (grid + 0.5) * strides[:, None]
+
+
+class YOLOv5BoxCoder(BoxCoder):
+    """YOLOv5's grid coder on sigmoid outputs, for anchor priors; ``R = 4``.
 
     ``cx = (2 * sigmoid(tx) - 0.5 + gx) * stride`` (the centre may leave its cell by half a cell, which
     is what lets the neighbour-cell assignment work), ``w = (2 * sigmoid(tw))**2 * anchor_w``
-    (at most 4x the anchor, matching the assigner's ``anchor_t = 4``).
+    (at most 4x the anchor, matching the assigner's ``anchor_t = 4``); the same in y / h.
+
+    ``encode`` / ``encode_at`` invert it: the in-cell offset ``(cx / stride - gx + 0.5) / 2`` and
+    ``sqrt(w / anchor_w) / 2`` are clamped to ``(eps, 1 - eps)`` and passed through ``logit``, so a box whose
+    centre lies outside ``(-0.5, 1.5)`` cells of the prior or whose size is outside ``(0, 4)`` anchors is
+    encoded as the nearest reachable one.
+
+    Example: anchor ``(10, 13)`` at cell ``(gx, gy) = (3, 5)`` of stride 8 with raw ``(0, 0, 0, 0)``:
+    ``sigmoid(0) = 0.5``, so ``cx = (1 - 0.5 + 3) * 8 = 28``, ``cy = (0.5 + 5) * 8 = 44``,
+    ``w = (2 * 0.5)**2 * 10 = 10``, ``h = 13``: xyxy ``(23, 37.5, 33, 50.5)``.
+
+    Args:
+        eps: clamp of the sigmoid-space targets in ``encode`` / ``encode_at``, in ``(0, 0.5)``.
     """
 
-    def decode(self, raw: Tensor, priors: Priors) -> Tensor:
-        """raw (Tensor[..., P, 4]) logits -> Tensor[..., P, 4] xyxy pixels."""
-        if priors.anchors is None:
-            raise ValueError("YOLOv5BoxCoder needs anchor priors (priors.anchors is None)")
+    num_outputs = 4
+    needs_anchors = True
+
+    def __init__(self, eps: float = 1e-6):
+        self.eps = _check_eps("YOLOv5BoxCoder", eps, 0.5)
+
+    def __repr__(self) -> str:
+        return f"YOLOv5BoxCoder(eps={self.eps})"
+
+    def encode(self, boxes: Tensor, priors: Priors, eps: float | None = None) -> Tensor:
+        """boxes (Tensor[..., P, 4]) xyxy pixels -> raw logits that decode to them (clamped to range).
+
+        ``eps`` overrides the constructor's clamp for this call.
+        """
+        self._check_boxes(boxes, len(priors), "encode", "P = len(priors)")
+        grid, strides, anchors = self._prior_tensors(priors, None, "encode")
+        return self._encode(boxes, grid, strides, anchors, self.eps if eps is None else eps)
+
+    def _decode(self, raw: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
         s = raw.sigmoid()
-        xy = (s[..., :2] * 2 - 0.5 + priors.grid) * priors.strides[:, None]  # (..., P, 2)
-        wh = (s[..., 2:] * 2) ** 2 * priors.anchors  # (..., P, 2)
+        xy = (s[..., :2] * 2 - 0.5 + grid) * strides[:, None]  # (..., N, 2)
+        wh = (s[..., 2:] * 2) ** 2 * anchors  # (..., N, 2)
         return cxcywh_to_xyxy(torch.cat((xy, wh), dim=-1))
 
-    def encode(self, boxes: Tensor, priors: Priors, eps: float = 1e-6) -> Tensor:
-        """boxes (Tensor[..., P, 4]) xyxy pixels -> raw logits that decode to them (clamped to range)."""
-        c = xyxy_to_cxcywh(boxes)
-        sxy = (c[..., :2] / priors.strides[:, None] - priors.grid + 0.5) / 2
-        swh = (c[..., 2:] / priors.anchors).clamp(min=0).sqrt() / 2
+    def _encode(
+        self, boxes: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None, eps: float | None = None
+    ) -> Tensor:
+        eps = self.eps if eps is None else eps
+        c = xyxy_to_cxcywh(boxes)  # (..., N, 4)
+        sxy = (c[..., :2] / strides[:, None] - grid + 0.5) / 2  # (..., N, 2)
+        swh = (c[..., 2:] / anchors).clamp(min=0).sqrt() / 2  # (..., N, 2)
         s = torch.cat((sxy, swh), dim=-1).clamp(eps, 1 - eps)
         return torch.logit(s)
+
+
+class YOLOv3BoxCoder(BoxCoder):
+    """The YOLOv2 / YOLOv3 grid coder, for anchor priors; ``R = 4``.
+
+    ``cx = (sigmoid(tx) + gx) * stride``, ``w = exp(tw) * anchor_w`` (the same in y / h): the centre stays
+    inside its cell, the size is unbounded (no clamp on ``tw``, as in the papers).
+
+    ``encode`` / ``encode_at`` are the exact inverse: ``tx = logit(cx / stride - gx)`` with the in-cell offset
+    clamped to ``(eps, 1 - eps)`` (a centre outside the prior's cell is moved to its border), and
+    ``tw = log(w / anchor_w)`` with the ratio clamped below at ``eps`` (a zero-size box stays finite).
+
+    Example: anchor ``(10, 13)`` at cell ``(gx, gy) = (3, 5)`` of stride 8 with raw ``(0, 0, 0, 0)`` decodes
+    to centre ``((0.5 + 3) * 8, (0.5 + 5) * 8) = (28, 44)`` and size ``(10, 13)``: xyxy ``(23, 37.5, 33, 50.5)``.
+    The box of centre ``(30, 42)`` and size ``(20, 13)`` there encodes to ``tx = logit(0.75) = ln 3``,
+    ``ty = logit(0.25) = -ln 3``, ``tw = ln 2``, ``th = 0``.
+
+    Args:
+        eps: clamp of the in-cell offset and the size ratio in ``encode_at``, in ``(0, 0.5)``.
+    """
+
+    num_outputs = 4
+    needs_anchors = True
+
+    def __init__(self, eps: float = 1e-6):
+        self.eps = _check_eps("YOLOv3BoxCoder", eps, 0.5)
+
+    def __repr__(self) -> str:
+        return f"YOLOv3BoxCoder(eps={self.eps})"
+
+    def _decode(self, raw: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        xy = (raw[..., :2].sigmoid() + grid) * strides[:, None]  # (..., N, 2)
+        wh = raw[..., 2:].exp() * anchors  # (..., N, 2)
+        return cxcywh_to_xyxy(torch.cat((xy, wh), dim=-1))
+
+    def _encode(self, boxes: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        c = xyxy_to_cxcywh(boxes)  # (..., N, 4)
+        offset = (c[..., :2] / strides[:, None] - grid).clamp(self.eps, 1 - self.eps)  # (..., N, 2)
+        ratio = (c[..., 2:] / anchors).clamp(min=self.eps)  # (..., N, 2)
+        return torch.cat((torch.logit(offset), ratio.log()), dim=-1)
+
+
+class DeltaBoxCoder(BoxCoder):
+    """The R-CNN delta coder (Girshick et al.), for anchor priors; ``R = 4``.
+
+    The anchor box of a prior is centred on ``priors.centers`` with size ``priors.anchors``: centre
+    ``(acx, acy)``, size ``(aw, ah)``. A box of centre ``(gcx, gcy)`` and size ``(gw, gh)`` is coded as::
+
+        dx = wx * (gcx - acx) / aw      dw = ww * log(gw / aw)
+        dy = wy * (gcy - acy) / ah      dh = wh * log(gh / ah)
+
+    ``decode`` inverts this and clamps ``dw / ww`` and ``dh / wh`` at ``clip`` before ``exp`` (as torchvision's
+    ``BoxCoder``; the default keeps a box under 1000 / 16 = 62.5 anchors). ``encode`` clamps ``gw / aw`` and
+    ``gh / ah`` below at ``eps`` so a zero-size box stays finite; otherwise it equals torchvision's
+    ``encode_single``.
+
+    Weights: SSD's variances ``(0.1, 0.2)`` are weights ``(10, 10, 5, 5)`` (1 / variance); Faster R-CNN's RPN
+    uses ``(1, 1, 1, 1)`` and its box head (ROI heads) ``(10, 10, 5, 5)``.
+
+    Example (weights ``(10, 10, 5, 5)``): anchor ``(16, 32)`` centred at ``(28, 44)`` and the box of centre
+    ``(30, 40)``, size ``(32, 16)``: ``dx = 10 * 2 / 16 = 1.25``, ``dy = 10 * -4 / 32 = -1.25``,
+    ``dw = 5 ln 2 = 3.4657``, ``dh = 5 ln 0.5 = -3.4657``; decoding these gives the box back,
+    xyxy ``(14, 32, 46, 48)``.
+
+    Args:
+        weights: ``(wx, wy, ww, wh)``, positive.
+        clip: upper clamp of ``dw / ww`` and ``dh / wh`` in decode, positive.
+        eps: lower clamp of the size ratio in encode, positive.
+    """
+
+    num_outputs = 4
+    needs_anchors = True
+
+    def __init__(
+        self,
+        weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        clip: float = math.log(1000.0 / 16),
+        eps: float = 1e-6,
+    ):
+        w = tuple(float(v) for v in weights)
+        if len(w) != 4 or not all(math.isfinite(v) and v > 0 for v in w):
+            raise ValueError(
+                f"DeltaBoxCoder: weights must be 4 positive finite numbers (wx, wy, ww, wh), e.g. (10, 10, 5, 5); "
+                f"got {tuple(weights)}"
+            )
+        if not float(clip) > 0:
+            raise ValueError(f"DeltaBoxCoder: clip must be > 0 (a log size ratio, default ln(1000 / 16)), got {clip}")
+        self.weights = w
+        self.clip = float(clip)
+        self.eps = _check_eps("DeltaBoxCoder", eps)
+
+    def __repr__(self) -> str:
+        return f"DeltaBoxCoder(weights={self.weights}, clip={self.clip}, eps={self.eps})"
+
+    def _weights(self, like: Tensor) -> Tensor:
+        return torch.tensor(self.weights, dtype=like.dtype, device=like.device)  # (4,)
+
+    def _decode(self, raw: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        d = raw / self._weights(raw)  # (..., N, 4)
+        xy = d[..., :2] * anchors + _centers(grid, strides)  # (..., N, 2)
+        wh = d[..., 2:].clamp(max=self.clip).exp() * anchors  # (..., N, 2)
+        return cxcywh_to_xyxy(torch.cat((xy, wh), dim=-1))
+
+    def _encode(self, boxes: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        c = xyxy_to_cxcywh(boxes)  # (..., N, 4)
+        dxy = (c[..., :2] - _centers(grid, strides)) / anchors  # (..., N, 2)
+        dwh = (c[..., 2:] / anchors).clamp(min=self.eps).log()  # (..., N, 2)
+        return torch.cat((dxy, dwh), dim=-1) * self._weights(c)
+
+
+_ACTIVATIONS = ("none", "exp", "relu")
+
+
+class LTRBCoder(BoxCoder):
+    """Distances from the prior centre to the four box sides (FCOS, YOLOv8 after DFL), for any priors; ``R = 4``.
+
+    ``raw = (l, t, r, b)``; with ``d = activation(raw)`` and ``s`` the prior's stride (1 unless
+    ``normalize_by_stride``) and ``(cx, cy) = priors.centers``::
+
+        x1 = cx - l * s    y1 = cy - t * s    x2 = cx + r * s    y2 = cy + b * s
+
+    ``activation``: ``"none"`` (raw are already distances, e.g. after a head's own activation), ``"exp"``
+    or ``"relu"`` (FCOS applies one of them to its regression output). ``encode`` returns the distances
+    ``((cx - x1) / s, ...)`` through the inverse activation: ``"none"`` identity; ``"exp"`` ``log`` of the
+    distance clamped below at ``eps`` (a prior outside its box has no preimage); ``"relu"`` identity, which
+    inverts relu on positive distances (negative ones, a prior outside its box, are returned unchanged and
+    cannot be reached by decode). Anchors are not needed (``priors.anchors`` is ignored).
+
+    Example: prior at cell ``(3, 5)`` of stride 8 (centre ``(28, 44)``), raw ``(1, 2, 0.5, 1)``, activation
+    ``"none"``: xyxy ``(28 - 8, 44 - 16, 28 + 4, 44 + 8) = (20, 28, 32, 52)``; with ``"exp"`` the same box
+    is raw ``(0, ln 2, -ln 2, 0)``.
+
+    Args:
+        normalize_by_stride: distances in units of the prior's stride (True) or in pixels (False).
+        activation: ``"none"``, ``"exp"`` or ``"relu"``, applied to ``raw`` in decode.
+        eps: lower clamp of the distance before ``log`` in encode with ``"exp"``, positive.
+    """
+
+    num_outputs = 4
+    needs_anchors = False
+
+    def __init__(self, normalize_by_stride: bool = True, activation: str = "none", eps: float = 1e-6):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"LTRBCoder: activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
+        self.normalize_by_stride = bool(normalize_by_stride)
+        self.activation = activation
+        self.eps = _check_eps("LTRBCoder", eps)
+
+    def __repr__(self) -> str:
+        return (
+            f"LTRBCoder(normalize_by_stride={self.normalize_by_stride}, activation={self.activation!r}, "
+            f"eps={self.eps})"
+        )
+
+    def _decode(self, raw: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        if self.activation == "exp":
+            raw = raw.exp()
+        elif self.activation == "relu":
+            raw = raw.relu()
+        return ltrb_to_xyxy(raw, grid, strides, self.normalize_by_stride)
+
+    def _encode(self, boxes: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        d = xyxy_to_ltrb(boxes, grid, strides, self.normalize_by_stride)  # (..., N, 4)
+        if self.activation == "exp":
+            return d.clamp(min=self.eps).log()
+        return d
+
+
+def ltrb_to_xyxy(dist: Tensor, grid: Tensor, strides: Tensor, normalize_by_stride: bool = True) -> Tensor:
+    """dist (Tensor[..., N, 4]) ``(l, t, r, b)`` from the prior centres -> Tensor[..., N, 4] xyxy pixels.
+
+    grid (Tensor[N, 2]) and strides (Tensor[N]) as in :class:`Priors`; distances in stride units when
+    ``normalize_by_stride``, else pixels.
+    """
+    centers = _centers(grid, strides)  # (N, 2)
+    if normalize_by_stride:
+        dist = dist * strides[:, None]  # (..., N, 4)
+    return torch.cat((centers - dist[..., :2], centers + dist[..., 2:]), dim=-1)
+
+
+def xyxy_to_ltrb(boxes: Tensor, grid: Tensor, strides: Tensor, normalize_by_stride: bool = True) -> Tensor:
+    """boxes (Tensor[..., N, 4]) xyxy pixels -> Tensor[..., N, 4] ``(l, t, r, b)`` from the prior centres.
+
+    Negative entries mean the prior centre lies outside the box on that side.
+    """
+    centers = _centers(grid, strides)  # (N, 2)
+    dist = torch.cat((centers - boxes[..., :2], boxes[..., 2:] - centers), dim=-1)  # (..., N, 4)
+    return dist / strides[:, None] if normalize_by_stride else dist
+
+
+def dfl_expectation(raw: Tensor, bins: int) -> Tensor:
+    """raw (Tensor[..., 4 * K]) logits, ``K = bins`` per side in order ``(l, t, r, b)`` -> Tensor[..., 4].
+
+    Per side: the expectation ``sum_k k * softmax(logits)_k`` of a distribution over ``0, 1, ..., K - 1``
+    (Li et al., "Generalized Focal Loss", 2020; YOLOv8's DFL with ``reg_max = 16``). The ``4 * K`` values
+    are side-major: ``raw[..., s * K + k]`` is bin ``k`` of side ``s``.
+
+    Example (``K = 4``): logits ``(0, 0, 0, 0)`` give ``(0 + 1 + 2 + 3) / 4 = 1.5``; logits
+    ``(0, 0, 30, 0)`` give ``2`` (to within ``3 e^-30``).
+    """
+    if raw.shape[-1] != 4 * bins:
+        raise ValueError(
+            f"dfl_expectation: raw must be Tensor[..., 4 * bins] = [..., {4 * bins}], got {tuple(raw.shape)}"
+        )
+    prob = raw.unflatten(-1, (4, bins)).softmax(dim=-1)  # (..., 4, K)
+    proj = torch.arange(bins, dtype=prob.dtype, device=prob.device)  # (K,)
+    return prob @ proj  # (..., 4)
+
+
+class DistributionCoder(BoxCoder):
+    """Distribution Focal Loss coder (GFL / YOLOv8), for any priors; ``R = 4 * bins``.
+
+    ``raw`` (Tensor[..., P, 4 * K]) holds, per side ``(l, t, r, b)``, logits over the ``K = bins`` distances
+    ``0, 1, ..., K - 1``; the side's distance is their expectation (:func:`dfl_expectation`), in stride units
+    when ``normalize_by_stride``, and the box follows as in :class:`LTRBCoder`
+    (``x1 = cx - l * stride``, ...). Anchors are not needed.
+
+    ``encode`` / ``encode_at`` return the continuous ``(l, t, r, b)`` distance targets, Tensor[M, 4] (not
+    ``R = 4 * K``), clamped to ``[0, K - 1 - 0.01]``: a distribution has no unique logits, and DFL's loss
+    needs the target distance itself (its two neighbouring bins ``floor(d)`` and ``floor(d) + 1``, which
+    the 0.01 keeps inside ``0..K - 1``). Boxes whose distances fit that range decode back from any logits
+    with that expectation (e.g. the two-hot distribution on those bins).
+
+    Example (``bins = 4``, prior at centre ``(28, 44)``, stride 8): uniform logits decode every side to
+    ``1.5`` strides: xyxy ``(16, 32, 40, 56)``.
+
+    Args:
+        bins: ``K >= 2`` bins per side (YOLOv8: ``reg_max = 16``).
+        normalize_by_stride: distances in units of the prior's stride (True) or in pixels (False).
+    """
+
+    needs_anchors = False
+
+    def __init__(self, bins: int = 16, normalize_by_stride: bool = True):
+        if not isinstance(bins, numbers.Integral) or isinstance(bins, bool) or bins < 2:
+            raise ValueError(f"DistributionCoder: bins must be an integer >= 2 (YOLOv8: 16), got {bins!r}")
+        self.bins = int(bins)
+        self.normalize_by_stride = bool(normalize_by_stride)
+        self.num_outputs = 4 * self.bins
+
+    def __repr__(self) -> str:
+        return f"DistributionCoder(bins={self.bins}, normalize_by_stride={self.normalize_by_stride})"
+
+    @property
+    def max_distance(self) -> float:
+        """Upper clamp of the encoded distances: ``bins - 1 - 0.01``."""
+        return self.bins - 1 - 0.01
+
+    def _decode(self, raw: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        return ltrb_to_xyxy(dfl_expectation(raw, self.bins), grid, strides, self.normalize_by_stride)
+
+    def _encode(self, boxes: Tensor, grid: Tensor, strides: Tensor, anchors: Tensor | None) -> Tensor:
+        d = xyxy_to_ltrb(boxes, grid, strides, self.normalize_by_stride)  # (..., N, 4)
+        return d.clamp(0.0, self.max_distance)

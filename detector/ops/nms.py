@@ -239,6 +239,23 @@ def postprocess(
     boxes: Tensor,
     cls_logits: Tensor,
     obj_logits: Tensor | None,
+    **kwargs,
+) -> list[Tensor]:
+    """:func:`postprocess_scores` for a sigmoid head: score = ``sigmoid(cls)``, times ``sigmoid(obj)`` (YOLOv5)
+    when ``obj_logits`` (Tensor[B, P]) is given. Other heads: :func:`detector.structures.detection_scores`."""
+    batch_size, num_priors, _ = cls_logits.shape
+    if obj_logits is not None and obj_logits.shape != (batch_size, num_priors):
+        raise ValueError(f"obj_logits must be [B, P] = {[batch_size, num_priors]}; got {list(obj_logits.shape)}")
+    scores = cls_logits.sigmoid()  # (B, P, C)
+    if obj_logits is not None:
+        scores = scores * obj_logits.sigmoid()[..., None]
+    return postprocess_scores(boxes, scores, **kwargs)
+
+
+@torch.no_grad()
+def postprocess_scores(
+    boxes: Tensor,
+    scores: Tensor,
     *,
     conf_thres: float = 0.001,
     iou_thres: float = 0.6,
@@ -250,13 +267,11 @@ def postprocess(
     variance_voting: bool = False,
     voting_sigma: float = 0.02,
 ) -> list[Tensor]:
-    """Decoded head outputs -> detections per image.
+    """Decoded boxes and per-class probabilities -> detections per image.
 
     Args:
         boxes (Tensor[B, P, 4]): decoded xyxy boxes (pixels of the network input).
-        cls_logits (Tensor[B, P, C]): class logits.
-        obj_logits (Tensor[B, P] | None): objectness logits; score = ``sigmoid(obj) * sigmoid(cls)`` (YOLOv5),
-            or ``sigmoid(cls)`` when None.
+        scores (Tensor[B, P, C]): per-class probabilities (``detection_scores``: scored as the head was trained).
         conf_thres: candidates need a score ``> conf_thres``.
         iou_thres: NMS threshold (on IoU, or on DIoU for ``method="diou"``).
         max_det: detections kept per image.
@@ -271,19 +286,14 @@ def postprocess(
         list of B Tensor[D_b, 6]: rows ``(x1, y1, x2, y2, score, class)`` by decreasing score, in ``boxes``'s
         dtype; ``D_b <= max_det``.
     """
-    batch_size, num_priors, num_classes = cls_logits.shape
+    batch_size, num_priors, num_classes = scores.shape
     if boxes.shape != (batch_size, num_priors, 4):
         raise ValueError(f"boxes must be [B, P, 4] = {[batch_size, num_priors, 4]}; got {list(boxes.shape)}")
-    if obj_logits is not None and obj_logits.shape != (batch_size, num_priors):
-        raise ValueError(f"obj_logits must be [B, P] = {[batch_size, num_priors]}; got {list(obj_logits.shape)}")
     if method not in NMS_METHODS:
         raise ValueError(f"method must be one of {NMS_METHODS}; got {method!r}")
     if variance_voting and box_log_var is None:
         raise ValueError("variance_voting=True needs box_log_var (a head that predicts box uncertainty)")
 
-    scores = cls_logits.sigmoid()  # (B, P, C)
-    if obj_logits is not None:
-        scores = scores * obj_logits.sigmoid()[..., None]
     b, p, c, score = _candidates(scores, conf_thres, multi_label)  # (K,) each
     top = top_k_per_image(b, score, max_candidates, batch_size)
     b, p, c, score = b[top], p[top], c[top], score[top]
@@ -302,4 +312,3 @@ def postprocess(
     rows = torch.cat((kept_boxes, score[keep, None].to(boxes.dtype), c[keep, None].to(boxes.dtype)), dim=1)
     counts = torch.bincount(b[keep], minlength=batch_size).tolist()
     return list(rows.split(counts))
-

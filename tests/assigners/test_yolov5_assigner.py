@@ -272,7 +272,7 @@ def test_class_matches_function_and_ignores_predictions():
     targets = random_targets(generator, 20, 2, img_w=64, img_h=64, strides=strides, anchors=anchors)
     assigner = YOLOv5Assigner(anchor_t=3.0)
     pred = torch.rand(2, len(priors), 4)
-    a = assigner(priors, targets, 2, pred_boxes=pred)
+    a = assigner(priors, targets, 2, pred=pred)
     b = assign_yolov5_ratio(priors, targets, 2, anchor_t=3.0)
     assert pairs(a) == pairs(b) and a.num_pos > 0
     assert pairs(a) != pairs(assign_yolov5_ratio(priors, targets, 2, anchor_t=4.0))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from detector.errors import ConfigError
 from detector.losses.classification import bce_loss
 from detector.losses.criterion import DetectionCriterion, sum_of_level_means
+from detector.losses.recipes import MeanReduction
 from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.spec import LossSpec
 from detector.ops.coders import YOLOv5BoxCoder
@@ -41,14 +42,16 @@ def make_priors(level_shapes, strides, level_anchors):
 class FixedAssigner:
     """Returns the given pairs (and masks) whatever the input; records what it was called with."""
 
-    def __init__(self, batch_index=(), prior_index=(), gt_index=(), ignore=None, negative=None, weight=None):
+    def __init__(self, batch_index=(), prior_index=(), gt_index=(), ignore=None, negative=None, weight=None,
+                 score=None, extras=None, needs_predictions=False):
         long = lambda v: torch.as_tensor(v, dtype=torch.long)  # noqa: E731
         self.assignment = Assignment(long(batch_index), long(prior_index), long(gt_index), ignore=ignore,
-                                     negative=negative, weight=weight)
+                                     negative=negative, weight=weight, score=score, extras=dict(extras or {}))
+        self.needs_predictions = needs_predictions
         self.calls = []
 
-    def __call__(self, priors, targets, batch_size, pred_boxes=None):
-        self.calls.append((targets, batch_size, pred_boxes))
+    def __call__(self, priors, targets, batch_size, pred=None):
+        self.calls.append((targets, batch_size, pred))
         return self.assignment
 
 
@@ -202,14 +205,20 @@ def test_pair_weights_give_a_weighted_mean():
     torch.testing.assert_close(crit(outputs, targets)["lbox"], torch.tensor(3 * (1 - TINY_CIOU) / 4))
 
 
-def test_assigner_sees_detached_decoded_boxes():
+def test_assigner_sees_detached_decoded_boxes_and_scores_only_when_it_asks():
+    """Scores are sigmoid(cls) * sigmoid(obj): prior 0 has (3/4, 1/2) * 3/4 = (9/16, 3/8)."""
     outputs, targets = tiny_case()
-    assigner = FixedAssigner([0], [0], [0])
     box = outputs.box.clone().requires_grad_()
-    make_criterion(assigner)(HeadOutputs(box=box, cls=outputs.cls, obj=outputs.obj, priors=outputs.priors), targets)
-    _, batch_size, pred_boxes = assigner.calls[0]
-    assert batch_size == 1 and not pred_boxes.requires_grad
-    torch.testing.assert_close(pred_boxes[0, 0], torch.tensor([-4.0, -4.0, 12.0, 12.0]))
+    outputs = HeadOutputs(box=box, cls=outputs.cls, obj=outputs.obj, priors=outputs.priors)
+    assigner = FixedAssigner([0], [0], [0], needs_predictions=True)
+    make_criterion(assigner)(outputs, targets)
+    _, batch_size, pred = assigner.calls[0]
+    assert batch_size == 1 and not pred.boxes.requires_grad and not pred.scores.requires_grad
+    torch.testing.assert_close(pred.boxes[0, 0], torch.tensor([-4.0, -4.0, 12.0, 12.0]))
+    torch.testing.assert_close(pred.scores[0, 0], torch.tensor([9 / 16, 3 / 8]))
+    blind = FixedAssigner([0], [0], [0])
+    make_criterion(blind)(outputs, targets)
+    assert blind.calls[0][2] is None
 
 
 # ------------------------------------------------------------------------------------- other modes
@@ -240,7 +249,7 @@ def test_dense_class_loss_without_objectness():
     outputs, targets = tiny_case()
     outputs = HeadOutputs(box=outputs.box, cls=outputs.cls, obj=None, priors=outputs.priors)
     crit = make_criterion(FixedAssigner([0], [0], [0]), obj=None, weights={"box": 1.0, "obj": 1.0, "cls": 1.0},
-                          scale_gains=False)  # an inherited obj weight is ignored without an obj loss
+                          reduction=MeanReduction())  # an inherited obj weight is ignored without an obj loss
     out = crit(outputs, targets)
     assert "lobj" not in out
     torch.testing.assert_close(out["lcls"], torch.tensor(math.log(4) + 7 * LN2))
@@ -304,8 +313,12 @@ def test_configuration_errors():
     with pytest.raises(ConfigError, match="loss.box.name"):
         make_criterion(assigner, box={"name": "cioux"})
     outputs, targets = tiny_case()
-    with pytest.raises(ConfigError, match="loss.level_balance"):
-        make_criterion(assigner, level_balance=())(outputs, targets)
+    with pytest.raises(ConfigError, match="loss.reduction.level_balance"):
+        make_criterion(assigner, level_balance=())
+    with pytest.raises(ConfigError, match="loss.reduction.level_balance"):
+        make_criterion(assigner, level_balance=(1.0, 0.0))
+    with pytest.raises(ConfigError, match="loss.label_smoothing.*compound"):
+        make_criterion(assigner, cls={"name": "bce", "label_smoothing": 0.1}, label_smoothing=0.1)
     with pytest.raises(ValueError, match="num_classes=3"):
         make_criterion(assigner, num_classes=3)(outputs, targets)
     no_obj = HeadOutputs(box=outputs.box, cls=outputs.cls, obj=None, priors=outputs.priors)

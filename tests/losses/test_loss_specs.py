@@ -93,7 +93,7 @@ def test_unknown_parameter_lists_valid_ones():
 
 
 def test_caller_supplied_and_missing_name_and_wrong_types():
-    with pytest.raises(ConfigError, match="loss.box.reduction: .*supplied by the criterion"):
+    with pytest.raises(ConfigError, match="loss.box.reduction: .*supplied by the framework"):
         parse_loss_spec({"name": "scaled_l1", "reduction": "sum"}, FAKE, "loss.box")
     with pytest.raises(ConfigError, match="loss.box.pred_log_var"):
         parse_loss_spec({"name": "needs_var", "pred_log_var": 1.0}, FAKE, "loss.box")
