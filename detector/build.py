@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from detector.assigners import (
-    FCOSAssigner, MaxIoUAssigner, SSDAssigner, TaskAlignedAssigner, YOLOv2Assigner, YOLOv3Assigner, YOLOv5Assigner,
+    ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner, SSDAssigner, TaskAlignedAssigner, YOLOv2Assigner, YOLOv3Assigner,
+    YOLOv5Assigner,
 )
 from detector.config import Config, config_error
 from detector.errors import ConfigError
@@ -26,6 +27,7 @@ from detector.losses.spec import parse_loss_spec
 from detector.models import build_yolov5
 from detector.models.heads.yolo import YOLOv5Head
 from detector.ops.coders import DeltaBoxCoder, DistributionCoder, LTRBCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.samplers import HardNegativeSampler, RandomSampler
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ HEADS: dict[str, HeadKind] = {
                     background=True),
     "fcos": HeadKind(functools.partial(YOLOv5Head, objectness=False, quality=True), objectness=False,
                      point_priors=True),
+    # one point per cell: sigmoid classes (YOLOv8 with a dfl coder, ATSS / TAL on points), and with objectness (YOLOX)
+    "points": HeadKind(functools.partial(YOLOv5Head, objectness=False), objectness=False, point_priors=True),
+    "points_obj": HeadKind(functools.partial(YOLOv5Head, objectness=True), objectness=True, point_priors=True),
 }
 
 # model.name -> backbone + neck builder
@@ -76,10 +81,15 @@ ASSIGNERS: dict[str, Callable] = {
     "ssd": SSDAssigner,
     "fcos": FCOSAssigner,
     "tal": TaskAlignedAssigner,
+    "simota": SimOTAAssigner,
+    "atss": ATSSAssigner,
 }
 
 # sampler.name -> sampler class
-SAMPLERS: dict[str, Callable] = {}
+SAMPLERS: dict[str, Callable] = {
+    "random": RandomSampler,
+    "hard_negative": HardNegativeSampler,
+}
 
 # loss.reduction.name -> recipe class
 REDUCTIONS: dict[str, Callable] = {
@@ -89,7 +99,7 @@ REDUCTIONS: dict[str, Callable] = {
 
 _SUPPLIED = {  # constructor parameters the framework passes itself, per table
     "head": frozenset({"in_channels", "num_classes", "num_anchors", "strides", "box_uncertainty", "objectness",
-                       "background", "quality"}),
+                       "background", "quality", "box_outputs"}),
     "reduction": frozenset({"num_classes", "image_size"}),
 }
 
@@ -129,7 +139,8 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     m = cfg.model
     kind = located(cfg, lambda: _head_kind(cfg))
     make = located(cfg, lambda: _part(m.name, MODELS, "model.name", "model"))
-    head = functools.partial(kind.build, **m.head.params)
+    box_outputs = build_coder(cfg).num_outputs  # 4, or 4 * bins for a distribution (DFL) coder
+    head = functools.partial(kind.build, box_outputs=box_outputs, **m.head.params)
     return make(size=m.size, num_classes=num_classes, anchors=m.anchors, strides=tuple(m.strides),
                 box_uncertainty=m.box_uncertainty, depth_multiple=m.depth_multiple, width_multiple=m.width_multiple,
                 head=head, point_priors=kind.point_priors)
@@ -222,6 +233,7 @@ def build_criterion(cfg: Config, num_classes: int) -> DetectionCriterion:
         obj_target=lc.obj_target,
         label_smoothing=lc.label_smoothing,
         box_space=lc.box_space,
+        cls_target=lc.cls_target,
         quality_loss=make_loss(CLS, lc.quality, key="loss.quality"),
     )
 

@@ -253,6 +253,9 @@ class LossConfig:
     """Weight of each loss term in the total (``box``, ``obj``, ``cls``, ``quality``; extra terms such as ``var``)."""
     obj_target: str = _opt("ciou", choices=("ciou", "iou", "one"))
     """Objectness target of a positive: detached CIoU with the gt clamped at 0 (``ciou``, YOLOv5), plain IoU (``iou``) or 1 (``one``)."""
+    cls_target: str = _opt("assigner", choices=("assigner", "iou"))
+    """Class target of a positive: the assigner's soft score when it gives one, else 1 (``assigner``), or the IoU of
+    the pair's predicted box with its gt (``iou``: VFL / QFL / GFL targets for any assigner)."""
     box_space: str = _opt("decoded", choices=("decoded", "encoded"))
     """Box loss on decoded boxes in grid units (``decoded``, IoU family) or on the coder's deltas (``encoded``, SSD / R-CNN smooth-L1)."""
     reduction: PartSpec = field(default_factory=lambda: PartSpec("yolov5", {"level_balance": [4.0, 1.0, 0.4],

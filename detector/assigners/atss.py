@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from detector.assigners.common import assignment_from_matches, check_targets, pad_targets
-from detector.ops.boxes import aligned_iou
+from detector.ops.boxes import _iou_and_union
 from detector.structures import Assignment, Predictions, Priors
 
 INSIDE_MARGIN = 0.01
@@ -78,8 +78,10 @@ def assign_atss(
     * a level with fewer than ``topk`` priors gives all its priors as candidates;
     * with a single candidate in all (``K = 1``) the unbiased std is undefined; it is taken as 0 here (the
       references get NaN and so no positive);
-    * the mean and std are taken in float64, so that candidates with equal IoUs (std 0) all reach the threshold
-      (in float32 the rounded mean can exceed their common IoU by one ulp and reject every one of them);
+    * IoUs are float32 in pixel units, so candidates with the same overlap geometry (a big box containing all its
+      candidates' boxes on one level) get bitwise-equal IoUs, and the mean and std are taken in float64 (float32 on
+      MPS, which lacks float64), so that such equal IoUs (std 0) all reach the threshold: in float32 the rounded
+      mean can exceed their common IoU by one ulp and reject every one of them;
     * the highest-IoU rule compares float32 IoUs; an exact tie goes to the ground truth that comes first in
       ``targets`` among the image's rows;
     * images without boxes and padding rows of :func:`pad_targets` get no positive.
@@ -90,7 +92,7 @@ def assign_atss(
     has 288, the 9th, then 416. IoUs: the four inner cells lie inside the box, ``64 / 256 = 0.25``; the other five
     do not overlap it, 0. Mean ``1 / 9 = 0.1111``; squared deviations ``4 (5/36)^2 + 5 (1/9)^2 = 5/36``, unbiased
     variance ``5/36 / 8``, std ``0.1318``; threshold ``0.2429``. The four inner cells pass (0.25 >= 0.2429, centres
-    4 px inside): ``prior_index = [0, 1, 4, 5]``, ``score = [0.25] * 4``.
+    4 px inside): ``prior_index = [0, 1, 4, 5]``, ``extras["iou"] = [0.25] * 4``.
 
     Args:
         priors (Priors): anchor or point priors of all levels.
@@ -102,9 +104,10 @@ def assign_atss(
 
     Returns:
         Assignment: one pair per positive prior, ordered by image, then prior (``batch_index``, ``prior_index``,
-        ``gt_index`` Tensor[M] long, on the targets' device); ``score`` (Tensor[M] float) is the IoU between the
-        ground truth and the prior's box (see :func:`prior_boxes`), the soft target of quality / varifocal
-        losses; ``extras["iou_threshold"]`` (Tensor[M] float) the ATSS threshold of the pair's ground truth.
+        ``gt_index`` Tensor[M] long, on the targets' device); ``extras["iou"]`` (Tensor[M] float) is the IoU
+        between the ground truth and the prior's box (see :func:`prior_boxes`); ``extras["iou_threshold"]``
+        (Tensor[M] float) the ATSS threshold of the pair's ground truth. ``score`` is None: ATSS proposes no soft
+        class target (the criterion's hard target, or ``loss.cls_target: iou`` for quality / varifocal losses).
         ``ignore``, ``negative`` and ``weight`` are None: every prior that is not positive is negative. No
         targets or no priors give :meth:`Assignment.empty`.
     """
@@ -135,8 +138,10 @@ def assign_atss(
 
     # 2. threshold from the candidates' IoUs with their ground truth
     cand_boxes = boxes[candidates]  # (B, G, K, 4)
-    ious = aligned_iou(gt_boxes[:, :, None, :], cand_boxes)  # (B, G, K)
-    ious64 = ious.double()
+    # IoU in pixel units (not aligned_iou's per-pair frame): candidates with the same overlap geometry then get
+    # bitwise-equal IoUs, which the float64 mean / std below turn into a threshold they all reach
+    ious = _iou_and_union(gt_boxes[:, :, None, :], cand_boxes, 1e-7)[0]  # (B, G, K)
+    ious64 = ious.to(torch.float32 if device.type == "mps" else torch.float64)
     threshold = ious64.mean(-1)  # (B, G)
     if num_candidates > 1:
         threshold = threshold + ious64.std(-1, correction=1)
@@ -166,8 +171,8 @@ def assign_atss(
     return assignment_from_matches(
         matched,
         padded,
-        score=best_iou.view(batch_size, num_priors)[pos_image, pos_prior],
-        extras={"iou_threshold": threshold.float()[pos_image, pos_gt]},
+        extras={"iou": best_iou.view(batch_size, num_priors)[pos_image, pos_prior],
+                "iou_threshold": threshold.float()[pos_image, pos_gt]},
     )
 
 

@@ -313,7 +313,8 @@ class TaskAlignedAssigner:
 
     Reads ``pred.boxes`` (decoded, detached) and ``pred.scores`` (per-class probabilities); works with point or
     anchor priors (only the prior centres are used). Defaults are YOLOv8's; see :func:`assign_tal` for the TOOD /
-    PP-YOLOE and YOLO26 presets.
+    PP-YOLOE and YOLO26 presets. ``weight_by_score`` also sets ``Assignment.weight`` to the soft score, so the box
+    (and DFL) terms are score-weighted means, as YOLOv8 weights them.
     """
 
     needs_predictions = True
@@ -329,6 +330,7 @@ class TaskAlignedAssigner:
         stal_min_size: float | None = None,
         stal_size: float | None = None,
         topk2: int | None = None,
+        weight_by_score: bool = True,
     ):
         _check_parameters("TaskAlignedAssigner", topk, alpha, beta, eps, iou_type, stal_min_size, stal_size, topk2)
         self.topk = topk
@@ -339,6 +341,7 @@ class TaskAlignedAssigner:
         self.stal_min_size = stal_min_size
         self.stal_size = stal_size
         self.topk2 = topk2
+        self.weight_by_score = bool(weight_by_score)
 
     def __call__(
         self, priors: Priors, targets: Tensor, batch_size: int, pred: Predictions | None = None
@@ -348,15 +351,18 @@ class TaskAlignedAssigner:
                 "TaskAlignedAssigner needs predictions (pred=None): pass Predictions(boxes=Tensor[B, P, 4], "
                 "scores=Tensor[B, P, C]) decoded and detached"
             )
-        return assign_tal(
+        assignment = assign_tal(
             priors, targets, batch_size, pred.boxes, pred.scores, topk=self.topk, alpha=self.alpha, beta=self.beta,
             eps=self.eps, iou_type=self.iou_type, stal_min_size=self.stal_min_size, stal_size=self.stal_size,
             topk2=self.topk2,
         )
+        if self.weight_by_score:
+            assignment.weight = assignment.score
+        return assignment
 
     def __repr__(self) -> str:
         return (
             f"TaskAlignedAssigner(topk={self.topk}, alpha={self.alpha}, beta={self.beta}, eps={self.eps}, "
             f"iou_type={self.iou_type!r}, stal_min_size={self.stal_min_size}, stal_size={self.stal_size}, "
-            f"topk2={self.topk2})"
+            f"topk2={self.topk2}, weight_by_score={self.weight_by_score})"
         )

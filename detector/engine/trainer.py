@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from detector import build
+from detector.assigners.stats import assignment_stats, format_assignment_table
 from detector.config import Config, config_to_dict, save_config
 from detector.data import scale_boxes_to_original
 from detector.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
@@ -82,10 +83,12 @@ def train_one_epoch(
     writer=None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of each loss term (per image, as logged by YOLOv5)."""
+    """One pass over ``loader``; returns the mean of each loss term (per image, as logged by YOLOv5) and of each
+    assignment statistic (``assign/<name>``, :func:`detector.assigners.stats.assignment_stats`)."""
     model.train()
     num_batches = len(loader)
     sums: dict[str, float] = {}
+    assign_sums: dict[str, Tensor] = {}
     it = _progress(loader, total=num_batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", enabled=progress)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(it):
@@ -99,6 +102,10 @@ def train_one_epoch(
             outputs = model(images)
         losses = criterion(_float32(outputs), targets)
         scaler.scale(losses["loss"]).backward()
+        if getattr(criterion, "last_assignment", None) is not None:  # tensors: no device sync until the epoch ends
+            stats = assignment_stats(criterion.last_assignment, targets, outputs.priors, images.shape[0])
+            for k, v in stats.items():
+                assign_sums[k] = assign_sums.get(k, 0.0) + v.detach()
         # YOLOv5 accumulates gradients to a nominal batch of `nbs` images before stepping. The last batch of an
         # epoch always steps, so no gradient crosses an epoch boundary (checkpoints hold none).
         if (i + 1) % accumulate == 0 or i == num_batches - 1:
@@ -120,13 +127,15 @@ def train_one_epoch(
         if writer is not None:
             for g, group in enumerate(optimizer.param_groups):
                 writer.add_scalar(f"lr/pg{g}", group["lr"], step)
-    return {k: v / max(num_batches, 1) for k, v in sums.items()}
+    means = {k: v / max(num_batches, 1) for k, v in sums.items()}
+    means.update({f"assign/{k}": float(v) / max(num_batches, 1) for k, v in assign_sums.items()})
+    return means
 
 
 def _float32(outputs):
     """Loss terms are computed in float32 even when the forward pass ran under autocast."""
     for name in ("box", "cls", "obj", "box_log_var", "quality"):
-        t = getattr(outputs, name)
+        t = getattr(outputs, name, None)
         if t is not None and t.dtype != torch.float32:
             setattr(outputs, name, t.float())
     return outputs
@@ -227,15 +236,22 @@ def fit(
     time_before = float(state.metrics.get("train_time_s", 0.0))
     truncate_history(run_dir / "history.jsonl", last_epoch=state.epoch + 1)
     t0 = time.time()
-    for epoch in range(state.epoch + 1, tc.epochs):
+    first_epoch = state.epoch + 1
+    for epoch in range(first_epoch, tc.epochs):
         seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
         parts.set_epoch(epoch)
-        terms = train_one_epoch(
+        means = train_one_epoch(
             model, criterion, parts.train_loader, optimizer, scaler, ema, device, epoch, schedule,
             accumulate, tc.grad_clip, amp, channels_last, writer=writer, progress=progress,
         )
+        terms = {k: v for k, v in means.items() if not k.startswith("assign/")}
+        assign = {k.removeprefix("assign/"): v for k, v in means.items() if k.startswith("assign/")}
+        if assign and epoch == first_epoch:  # the first epoch this process trains
+            print(format_assignment_table(assign, f"assignment over epoch {epoch + 1} ({criterion.assigner!r})"))
         for k, v in terms.items():
             writer.add_scalar(f"train/{k}", v, epoch)
+        for k, v in assign.items():
+            writer.add_scalar(f"assign/{k}", v, epoch)
         last_epoch = epoch == tc.epochs - 1
         evaluated = None
         if (epoch + 1) % tc.eval_interval == 0 or last_epoch:
@@ -248,8 +264,9 @@ def fit(
         state.epoch = epoch
         elapsed = time_before + time.time() - t0
         state.metrics = {"train": terms, "coco": final_stats, "train_time_s": elapsed}
-        append_history(run_dir / "history.jsonl", {"epoch": epoch + 1, "train": terms, "coco": evaluated,
-                                                   "lr": [g["lr"] for g in optimizer.param_groups], "time_s": elapsed})
+        append_history(run_dir / "history.jsonl", {"epoch": epoch + 1, "train": terms, "assign": assign,
+                                                   "coco": evaluated, "lr": [g["lr"] for g in optimizer.param_groups],
+                                                   "time_s": elapsed})
         fit_value = fitness(final_stats) if final_stats else -1.0
         is_best = fit_value > state.best_fitness
         state.best_fitness = max(state.best_fitness, fit_value)

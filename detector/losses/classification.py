@@ -26,6 +26,7 @@ from torch import Tensor
 
 from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.reduction import reduce_loss
+from detector.losses.soft_targets import quality_focal_loss, varifocal_loss
 
 
 def bce_loss(
@@ -157,6 +158,8 @@ CLS: dict[str, Callable[..., Tensor]] = {
     "balanced_bce": balanced_bce_loss,
     "focal": focal_loss,
     "mse": mse_loss,
+    "vfl": varifocal_loss,
+    "qfl": quality_focal_loss,
     "dr": dr_loss,
     "ap": ap_loss,
 }

@@ -19,12 +19,16 @@ The terms (DETR's ``SetCriterion`` shape: a map from name to a method, weights i
   the pair's decoded box with its gt clamped at 0 (``obj_target``: ``ciou`` YOLOv5, ``iou``, or ``one``). A prior
   in several pairs takes the highest value: YOLOv5 with ``sort_obj_iou=True``; its default (False) keeps the
   value of the last pair written, which depends on the pair order.
-* ``cls``: with objectness, on the positive pairs with one-hot targets (none for a single class, as YOLOv5);
-  without, over all kept priors (sigmoid head: 0 except ``score`` or 1 at the pair's class; softmax head:
-  cross-entropy against the class, the background channel for negatives). Ranking losses (``ap``, ``dr``) rank
+* ``cls``: with objectness, on the positive pairs with one-hot targets (times ``Assignment.score`` when the
+  assigner gives soft targets; none for a single class, as YOLOv5); without, over all kept priors (sigmoid head:
+  0 except ``score`` or 1 at the pair's class; softmax head: cross-entropy against the class, the background
+  channel for negatives). Ranking losses (``ap``, ``dr``) rank
   the class logits of all kept priors and normalise themselves.
 * ``quality`` (heads with a quality branch, FCOS centerness): BCE on the positives against
-  ``Assignment.extras["centerness"]``, or the detached IoU of the pair's box when the assigner gives none.
+  ``Assignment.extras["centerness"]``, or, when the assigner gives none (ATSS), the same centerness computed from
+  the prior's centre and its gt.
+* ``dfl`` (distribution heads, YOLOv8): Distribution Focal Loss of the pair's per-side bin logits against the
+  coder's encoding of the gt (continuous ltrb distances in bins), with the pair weights of ``box``.
 * extra box-style terms named in ``weights`` (``var``: the KL loss that trains ``box_log_var``).
 
 "Kept priors" are all priors minus ``Assignment.ignore``, restricted to positives plus
@@ -40,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from detector.assigners.fcos import fcos_centerness
 from detector.errors import ConfigError
 from detector.losses.classification import ce_loss
 from detector.losses.ranking import ap_loss, dr_loss
@@ -49,6 +54,7 @@ from detector.ops.boxes import aligned_ciou, aligned_iou
 from detector.structures import Assignment, HeadOutputs, Predictions, detection_scores
 
 OBJ_TARGETS = ("ciou", "iou", "one")
+CLS_TARGETS = ("assigner", "iou")
 BOX_SPACES = ("decoded", "encoded")
 _SIMILARITY = {"ciou": aligned_ciou, "iou": aligned_iou}
 
@@ -95,6 +101,8 @@ class DetectionCriterion:
         label_smoothing: class targets ``1 - eps/2`` and ``eps/2`` (YOLOv5's ``smooth_BCE``); refused when the
             class loss sets its own ``label_smoothing`` (they would compound).
         box_space: ``decoded`` (IoU family on boxes) or ``encoded`` (losses on the coder's deltas).
+        cls_target: the class target of a positive: ``assigner`` (``Assignment.score`` when the assigner gives
+            one, else 1) or ``iou`` (the detached IoU of the pair's decoded box with its gt: VFL / QFL / GFL).
         quality_loss: loss of the quality branch (default ``bce``) when ``weights`` has ``quality``.
         extra_losses: term name -> box-style loss for extra weight keys (``var`` defaults to ``kl``).
     """
@@ -103,6 +111,7 @@ class DetectionCriterion:
                  weights: Mapping[str, float], *, num_classes: int, image_size: int, reduction: Any = None,
                  sampler: Any = None, obj_target: str = "ciou", level_balance: Any = None,
                  scale_gains: bool | None = None, label_smoothing: float = 0.0, box_space: str = "decoded",
+                 cls_target: str = "assigner",
                  quality_loss: Any = "bce", extra_losses: Mapping[str, Any] | None = None):
         self.assigner, self.coder, self.sampler = assigner, coder, sampler
         self.box_loss = parse_box_loss(box_loss, "loss.box")
@@ -113,8 +122,15 @@ class DetectionCriterion:
                                           "per prior; use a binary loss (bce, balanced_bce, focal, mse) or ap, dr")
         if obj_target not in OBJ_TARGETS:
             raise ConfigError("loss.obj_target", f"got {obj_target!r}; valid: {', '.join(OBJ_TARGETS)}")
+        if cls_target not in CLS_TARGETS:
+            raise ConfigError("loss.cls_target", f"got {cls_target!r}; valid: {', '.join(CLS_TARGETS)}")
+        self.cls_target = cls_target
         if box_space not in BOX_SPACES:
             raise ConfigError("loss.box_space", f"got {box_space!r}; valid: {', '.join(BOX_SPACES)}")
+        if box_space == "encoded" and getattr(coder, "num_outputs", 4) != 4:
+            raise ConfigError("loss.box_space", f"'encoded' compares the raw regression with the coder's encoding, "
+                                                f"but {coder!r} has {coder.num_outputs} raw values per prior and 4 "
+                                                f"targets; use 'decoded'")
         if not 0 <= label_smoothing < 1:
             raise ConfigError("loss.label_smoothing", f"must be in [0, 1), got {label_smoothing}")
         if label_smoothing and self.cls_loss.params.get("label_smoothing"):
@@ -138,10 +154,10 @@ class DetectionCriterion:
         extra_losses = dict(extra_losses or {})
         self.extra_losses: dict[str, LossSpec] = {}
         for name in weights:
-            if name in ("box", "obj", "cls", "quality"):
+            if name in ("box", "obj", "cls", "quality", "dfl"):
                 continue
             if name not in extra_losses and name != "var":
-                valid = sorted(needed | set(extra_losses) | {"var", "quality"})
+                valid = sorted(needed | set(extra_losses) | {"var", "quality", "dfl"})
                 raise ConfigError(f"loss.weights.{name}", f"no loss term {name!r}; valid: {', '.join(valid)} "
                                                           "(extra terms need a loss in extra_losses)")
             self.extra_losses[name] = parse_box_loss(extra_losses.get(name, "kl"), f"loss.{name}")
@@ -193,6 +209,8 @@ class DetectionCriterion:
         raw["cls"] = self.loss_cls(pairs, outputs, assignment, keep, norm)
         if self.quality_loss is not None:
             raw["quality"] = self.loss_quality(pairs, outputs, assignment, norm)
+        if "dfl" in self.weights:
+            raw["dfl"] = self.loss_dfl(pairs, outputs, assignment, norm)
         for name, spec in self.extra_losses.items():
             raw[name] = self._pair_box_term(spec, pairs, outputs, assignment.weight, norm)
 
@@ -226,9 +244,16 @@ class DetectionCriterion:
         values = self.obj_loss(obj, tobj, reduction="none")  # (B, P)
         return self.reduction.dense(values, keep, offsets, True, norm)
 
+    def _soft_score(self, pairs: _Pairs, assignment: Assignment) -> Tensor | None:
+        """Tensor[M] class target of each pair in [0, 1], or None for hard targets."""
+        if self.cls_target == "iou":
+            return aligned_iou(pairs.pred.detach(), pairs.target).clamp(min=0)
+        return assignment.score
+
     def loss_cls(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, keep: Tensor,
                  norm: Normalizers) -> Tensor:
         cls, num_classes = outputs.cls, outputs.num_classes  # (B, P, C) or (B, P, C + 1)
+        soft = self._soft_score(pairs, assignment)  # (M,) or None
         pos_value, neg_value = 1.0 - 0.5 * self.label_smoothing, 0.5 * self.label_smoothing
         if is_ranking_loss(self.cls_loss):
             target = torch.zeros_like(cls)
@@ -245,10 +270,13 @@ class DetectionCriterion:
         if outputs.obj is not None:  # YOLO: negatives are the objectness term's; classes on the pairs
             if num_classes == 1:  # YOLOv5 computes no class loss for a single class
                 return cls.sum() * 0
-            target = F.one_hot(pairs.gt_class, num_classes).to(cls.dtype) * (pos_value - neg_value) + neg_value
+            one_hot = F.one_hot(pairs.gt_class, num_classes).to(cls.dtype)  # (M, C)
+            if soft is not None:  # soft target at the class (YOLOX: one-hot x IoU)
+                one_hot = one_hot * soft.to(cls.dtype)[:, None]
+            target = one_hot * (pos_value - neg_value) + neg_value
             per_pair = self.cls_loss(cls[pairs.b, pairs.p], target, reduction="none")  # (M, C)
             return self.reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
-        score = torch.ones_like(pairs.pred[:, 0]) if assignment.score is None else assignment.score.to(cls.dtype)
+        score = torch.ones_like(pairs.pred[:, 0]) if soft is None else soft.to(cls.dtype)
         target = torch.full_like(cls, neg_value)
         target[pairs.b, pairs.p, pairs.gt_class] = score * (pos_value - neg_value) + neg_value  # (B, P, C)
         values = self.cls_loss(cls, target, reduction="none")  # (B, P, C)
@@ -259,11 +287,23 @@ class DetectionCriterion:
             raise ConfigError("loss.weights.quality", "the head has no quality (centerness) branch; remove the weight "
                                                       "or use a head with quality: true")
         target = assignment.extras.get("centerness")
-        if target is None:
-            target = aligned_iou(pairs.pred.detach(), pairs.target).clamp(min=0)  # (M,)
+        if target is None:  # FCOS's definition from the prior centre and the gt (ATSS trains the same branch)
+            centre = outputs.priors.centers[pairs.p] / pairs.stride  # (M, 2) grid units, like pairs.target
+            ltrb = torch.cat((centre - pairs.target[:, :2], pairs.target[:, 2:] - centre), 1).clamp(min=1e-6)  # (M, 4)
+            target = fcos_centerness(ltrb)  # (M,)
         values = self.quality_loss(outputs.quality[pairs.b, pairs.p], target.to(outputs.quality.dtype),
                                    reduction="none")  # (M,)
         return self.reduction.pairs(values, pairs.level, outputs.priors.num_levels, None, norm)
+
+    def loss_dfl(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
+        from detector.losses.dfl import distribution_focal_loss
+
+        bins = getattr(self.coder, "bins", None)
+        if bins is None:
+            raise ConfigError("loss.weights.dfl", f"needs a distribution coder (model.coder: dfl), got {self.coder!r}")
+        target = self.coder.encode_at(pairs.target * pairs.stride, outputs.priors, pairs.p)  # (M, 4) in bins
+        values = distribution_focal_loss(pairs.raw, target, reduction="none")  # (M,)
+        return self.reduction.pairs(values, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
 
     # ------------------------------------------------------------------------------------------ parts
     def _check(self, outputs: HeadOutputs) -> None:

@@ -142,26 +142,29 @@ class YOLOv5Reduction:
 class MeanReduction:
     """One explicit avg_factor per term, summed over the batch (torchvision / mmdetection).
 
-    * ``pairs``: ``sum(values * weight) / sum(weight)`` (``weight`` 1 by default, so ``/ num_pos``); values
-      with ``K`` entries per pair are summed over ``K`` (classes), not averaged.
-    * ``dense``: ``sum of values over kept priors (and K) / avg_factor``, where ``avg_factor`` is
-      ``num_pos`` (RetinaNet, SSD, FCOS) or ``num_sampled`` (RPN: the 256 sampled anchors per image).
-    * ``gains``: the weights as given; ``total``: their weighted sum.
+    * ``pairs``: ``sum(values) / avg_factor``, or ``sum(values * weight) / sum(weight)`` with pair weights;
+      values with ``K`` entries per pair are summed over ``K`` (classes), not averaged.
+    * ``dense``: ``sum of values over kept priors (and K) / avg_factor``.
+    * ``avg_factor``: ``num_pos`` (RetinaNet, SSD, FCOS, YOLOX) or ``num_sampled`` (Faster R-CNN's RPN: both its
+      objectness and its box loss are divided by the 256 sampled anchors per image, as torchvision's RPN does).
+    * ``gains``: the weights as given; ``total``: their weighted sum, times the batch size with
+      ``times_batch`` (ultralytics' YOLOv8 returns ``loss.sum() * batch_size``, the scale its SGD settings assume).
 
     Args:
         avg_factor: ``"num_pos"`` or ``"num_sampled"`` (for the dense terms).
+        times_batch: multiply the total by ``B``.
     """
 
     name = "mean"
     AVG_FACTORS = ("num_pos", "num_sampled")
 
-    def __init__(self, avg_factor: str = "num_pos"):
+    def __init__(self, avg_factor: str = "num_pos", times_batch: bool = False):
         if avg_factor not in self.AVG_FACTORS:
             raise ConfigError("loss.reduction.avg_factor", f"got {avg_factor!r}; valid: {', '.join(self.AVG_FACTORS)}")
-        self.avg_factor = avg_factor
+        self.avg_factor, self.times_batch = avg_factor, bool(times_batch)
 
     def __repr__(self) -> str:
-        return f"MeanReduction(avg_factor={self.avg_factor!r})"
+        return f"MeanReduction(avg_factor={self.avg_factor!r}, times_batch={self.times_batch})"
 
     def check_levels(self, num_levels: int) -> None:
         pass
@@ -169,7 +172,8 @@ class MeanReduction:
     def pairs(self, values: Tensor, level: Tensor, num_levels: int, weight: Tensor | None, norm: Normalizers) -> Tensor:
         per_pair = values if values.dim() == 1 else values.flatten(1).sum(1)  # (M,)
         if weight is None:
-            return per_pair.sum() / norm.num_pos.clamp(min=1)
+            avg = norm.num_pos if self.avg_factor == "num_pos" else norm.num_sampled
+            return per_pair.sum() / avg.clamp(min=1)
         weight = weight.to(per_pair.dtype)
         return (per_pair * weight).sum() / weight.sum().clamp(min=1e-6)
 
@@ -187,4 +191,4 @@ class MeanReduction:
         return dict(weights)
 
     def total(self, weighted: Mapping[str, Tensor], batch_size: int) -> Tensor:
-        return sum(weighted.values())
+        return sum(weighted.values()) * (batch_size if self.times_batch else 1)

@@ -213,13 +213,16 @@ def test_class_matches_function_and_ignores_predictions():
     targets = rows((0, 8, 0, 76, 16), (1, 0, 0, 128, 128), (1, 20, 20, 44, 36))
     assigner = FCOSAssigner(ranges=[(0, 64), (64, 128), (128, "inf")], center_radius=2.0)
     assert assigner.needs_predictions is False and assigner.needs_anchors is False
-    assert repr(assigner) == "FCOSAssigner(ranges=[(0.0, 64.0), (64.0, 128.0), (128.0, inf)], center_radius=2.0)"
+    assert repr(assigner) == ("FCOSAssigner(ranges=[(0.0, 64.0), (64.0, 128.0), (128.0, inf)], center_radius=2.0, "
+                              "weight_by_centerness=True)")
     pred = Predictions(boxes=torch.zeros(2, len(priors), 4), scores=torch.zeros(2, len(priors), 1))
     got = assigner(priors, targets, 2, pred=pred)
     want = assign_fcos(priors, targets, 2, ranges=[(0, 64), (64, 128), (128, math.inf)], center_radius=2.0)
     assert pairs(got) == pairs(want) and got.num_pos > 0
     assert torch.equal(got.extras["centerness"], want.extras["centerness"])
-    assert repr(FCOSAssigner()) == "FCOSAssigner(ranges=None, center_radius=1.5)"
+    assert want.weight is None and torch.equal(got.weight, got.extras["centerness"])  # box loss weighted by it
+    assert FCOSAssigner(weight_by_centerness=False)(priors, targets, 2).weight is None
+    assert repr(FCOSAssigner()) == "FCOSAssigner(ranges=None, center_radius=1.5, weight_by_centerness=True)"
 
 
 def test_bad_inputs_raise_clear_errors():

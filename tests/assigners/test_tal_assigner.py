@@ -368,6 +368,9 @@ def test_class_wrapper_matches_function(coco_case):
     a = assigner(priors, targets, batch_size, Predictions(boxes=boxes_grad, scores=scores))
     b = assign_tal(priors, targets, batch_size, boxes, scores, topk=7, topk2=1, stal_min_size=8)
     assert pairs(a) == pairs(b) and torch.equal(a.score, b.score)
+    assert b.weight is None and torch.equal(a.weight, a.score)  # YOLOv8 weights the box terms by the score
+    assert TaskAlignedAssigner(weight_by_score=False)(priors, targets, batch_size, Predictions(boxes, scores)).weight \
+        is None
     assert not a.score.requires_grad
     assert pairs(a) != pairs(TaskAlignedAssigner()(priors, targets, batch_size, Predictions(boxes, scores)))
     text = repr(assigner)

@@ -88,3 +88,15 @@ def test_missing_data_file_names_the_yaml_line_and_the_file(tmp_path):
         build_dataset(path, "val")
     with pytest.raises(DatasetError, match=r"ds.yaml: no split 'test'"):
         build_dataset(path, "test")
+
+
+def test_coco2017_yaml_points_beside_the_repository_and_names_the_missing_download():
+    """data/coco.yaml looks for the user's COCO download beside the repository; without it, the error names the
+    YAML's line and the folder it looked for."""
+    root = (DATA / "../../datasets/coco").resolve()
+    if (root / "annotations" / "instances_val2017.json").exists():
+        spec = load_dataset_yaml(str(DATA / "coco.yaml"))
+        assert spec.format == "coco" and Path(spec.root) == root
+        return
+    with pytest.raises(DatasetError, match=rf"coco.yaml:\d+: path: dataset folder {root} not found"):
+        load_dataset_yaml(str(DATA / "coco.yaml"))

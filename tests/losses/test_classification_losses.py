@@ -16,6 +16,7 @@ from detector.losses.classification import (
     mse_loss,
 )
 from detector.losses.ranking import ap_loss, dr_loss
+from detector.losses.soft_targets import quality_focal_loss, varifocal_loss
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
@@ -158,6 +159,8 @@ def test_cls_table_names_and_interface():
         "balanced_bce": balanced_bce_loss,
         "focal": focal_loss,
         "mse": mse_loss,
+        "vfl": varifocal_loss,
+        "qfl": quality_focal_loss,
         "dr": dr_loss,
         "ap": ap_loss,
     }

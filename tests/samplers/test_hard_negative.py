@@ -56,7 +56,8 @@ def torchvision_ssd_classification_loss(cls_logits, matched_idxs, gt_boxes, gt_l
     stub = SimpleNamespace(neg_to_pos_ratio=3.0, box_coder=det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)))
     targets = [{"boxes": b, "labels": l} for b, l in zip(gt_boxes, gt_labels)]
     head_outputs = {"cls_logits": cls_logits, "bbox_regression": torch.zeros(*cls_logits.shape[:2], 4)}
-    return SSD.compute_loss(stub, targets, head_outputs, [anchors] * len(gt_boxes), list(matched_idxs))["classification"]
+    losses = SSD.compute_loss(stub, targets, head_outputs, [anchors] * len(gt_boxes), list(matched_idxs))
+    return losses["classification"]
 
 
 def test_docstring_worked_example():
@@ -132,8 +133,8 @@ def test_equals_torchvision_ssd_on_coco128():
     img_size, batch = 320, 7
     targets = coco128_targets(6, 640)
     targets[:, 2:] /= 2  # 640 -> 320 letterbox
-    generator = AnchorPriorGenerator([[24, 24, 34, 17, 17, 34], [64, 64, 90, 45, 45, 90], [150, 150, 212, 106, 106, 212]],
-                                     [16, 32, 64])
+    ssd_anchors = [[24, 24, 34, 17, 17, 34], [64, 64, 90, 45, 45, 90], [150, 150, 212, 106, 106, 212]]
+    generator = AnchorPriorGenerator(ssd_anchors, [16, 32, 64])
     priors = generator([(20, 20), (10, 10), (5, 5)])
     anchors = cxcywh_to_xyxy(torch.cat((priors.centers, priors.anchors), dim=1))  # (P, 4) xyxy
     num_priors = len(priors)
@@ -198,7 +199,8 @@ def test_ignored_hardest_prior_is_skipped():
     no_ignore = pairs_assignment([0], [0])
     assert hard_negative_mining(no_ignore, loss, 2.0).negative[0].nonzero()[:, 0].tolist() == [1, 2]
     ignore = torch.tensor([[False, True, False, False, False]])
-    assert hard_negative_mining(pairs_assignment([0], [0], ignore=ignore), loss, 2.0).negative[0].nonzero()[:, 0].tolist() == [2, 3]
+    result = hard_negative_mining(pairs_assignment([0], [0], ignore=ignore), loss, 2.0)
+    assert result.negative[0].nonzero()[:, 0].tolist() == [2, 3]
     all_ignored = pairs_assignment([0], [0], ignore=torch.tensor([[False, True, True, True, True]]))
     assert hard_negative_mining(all_ignored, loss, 2.0, min_negatives=3).negative.sum() == 0
 

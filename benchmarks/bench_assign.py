@@ -1,0 +1,75 @@
+"""Time assignment + loss (forward and backward) per preset, on s-size head outputs at 640 px, batch 16 and 64.
+
+What is timed is what a training step spends between the head and the optimizer: the head's per-level raw outputs
+(random, ``requires_grad``) are flattened into HeadOutputs, the preset's criterion runs (coder, assigner, sampler,
+loss terms) on the real coco128 boxes of the first ``B`` images letterboxed to 640, and the total is backpropagated
+to the level outputs. The model itself is not run. Figures are medians over ``--repeat`` runs after one warm-up.
+
+    python benchmarks/bench_assign.py [--batch 16 64] [--threads 1] [--repeat 5] [--presets yolov5_ciou fcos ...]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from detector import build
+from detector.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "assigners"))
+from conftest import coco128_targets  # noqa: E402  (the letterboxed coco128 batch the assigner tests use)
+
+PRESETS = ["yolov5_ciou", "yolov3", "yolov2", "ssd", "rpn", "retinanet_focal", "fcos"]
+
+
+def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes: int = 80) -> float:
+    cfg = load_config(name, [f"data.img_size={img}", "model.size=s"])
+    model = build.build_model(cfg, num_classes)
+    criterion = build.build_criterion(cfg, num_classes)
+    head, generator = model.head, model.prior_generator
+    strides = model.strides
+    shapes = [(img // s, img // s) for s in strides]
+    priors = generator(shapes, "cpu", torch.float32)
+    levels = [torch.randn(batch, a, h, w, head.channels_per_anchor, requires_grad=True) * 0.5
+              for a, h, w in priors.level_shapes]
+    levels = [t.detach().requires_grad_() for t in levels]
+    targets = coco128_targets(batch, img)
+
+    def step() -> None:
+        outputs = head.flatten(levels, priors)
+        criterion(outputs, targets)["loss"].backward()
+
+    step()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--presets", nargs="+", default=PRESETS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"assignment + loss, forward + backward, s-size outputs at 640 px, {args.threads} thread(s), median of "
+          f"{args.repeat}")
+    print("| preset | " + " | ".join(f"batch {b} (ms)" for b in args.batch) + " |")
+    print("|---|" + "---:|" * len(args.batch))
+    for name in args.presets:
+        row = [f"{time_preset(name, b, args.repeat):,.0f}" for b in args.batch]
+        print(f"| {name} | " + " | ".join(row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
