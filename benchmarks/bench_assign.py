@@ -1,7 +1,8 @@
 """Time assignment + loss (forward and backward) per preset, on s-size head outputs at 640 px, batch 16 and 64.
 
 What is timed is what a training step spends between the head and the optimizer: the head's per-level raw outputs
-(random, ``requires_grad``) are flattened into HeadOutputs, the preset's criterion runs (coder, assigner, sampler,
+(random ``(B, A, K, H, W)`` leaves, ``requires_grad``, seen through the ``(B, A, H, W, K)`` view the head returns)
+are flattened into HeadOutputs, the preset's criterion runs (coder, assigner, sampler,
 loss terms) on the real coco128 boxes of the first ``B`` images letterboxed to 640, and the total is backpropagated
 to the level outputs. The model itself is not run. Figures are medians over ``--repeat`` runs after one warm-up.
 
@@ -35,14 +36,15 @@ def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes:
     strides = model.strides
     shapes = [(img // s, img // s) for s in strides]
     priors = generator(shapes, "cpu", torch.float32)
-    levels = [torch.randn(batch, a, h, w, head.channels_per_anchor, requires_grad=True) * 0.5
-              for a, h, w in priors.level_shapes]
-    levels = [t.detach().requires_grad_() for t in levels]
+    raw = [(torch.randn(batch, a, head.channels_per_anchor, h, w) * 0.5).requires_grad_()
+           for a, h, w in priors.level_shapes]  # the convolutions' layout
     targets = coco128_targets(batch, img)
 
     def step() -> None:
-        outputs = head.flatten(levels, priors)
-        criterion(outputs, targets)["loss"].backward()
+        levels = [r.permute(0, 1, 3, 4, 2) for r in raw]  # (B, A, H, W, K), as YOLOv5Head.forward returns
+        criterion(head.flatten(levels, priors), targets)["loss"].backward()
+        for r in raw:
+            r.grad = None
 
     step()  # warm-up
     times = []

@@ -127,17 +127,25 @@ def detection_scores(outputs: HeadOutputs) -> Tensor:
     return scores
 
 
-@dataclass
 class Predictions:
-    """Detached predictions an assigner may look at (SimOTA, TAL, YOLOv3's ignore rule, YOLOv1).
+    """Detached predictions an assigner may look at (SimOTA, TAL, YOLOv3's ignore rule).
 
     Attributes:
         boxes (Tensor[B, P, 4]): decoded xyxy boxes in pixels, detached.
-        scores (Tensor[B, P, C]): per-class probabilities (:func:`detection_scores`), detached.
+        scores (Tensor[B, P, C]): per-class probabilities (:func:`detection_scores`), detached; computed on first
+            use when built ``from_outputs`` (YOLOv3's ignore rule reads only the boxes).
     """
 
-    boxes: Tensor
-    scores: Tensor
+    def __init__(self, boxes: Tensor, scores: Tensor | None = None, outputs: HeadOutputs | None = None):
+        if scores is None and outputs is None:
+            raise ValueError("Predictions needs scores or the (detached) outputs to score")
+        self.boxes, self._scores, self._outputs = boxes, scores, outputs
+
+    @property
+    def scores(self) -> Tensor:
+        if self._scores is None:
+            self._scores = detection_scores(self._outputs)
+        return self._scores
 
 
 @dataclass

@@ -63,13 +63,15 @@ def ce_loss(
     reduction: str = "none",
     label_smoothing: float = 0.0,
 ) -> Tensor:
-    """Softmax cross-entropy over the last dimension, with one-hot or soft targets.
+    """Softmax cross-entropy over the last dimension, with one-hot or soft targets, or class indices.
 
     For heads with a background class (SSD, Faster R-CNN): a negative is a row whose target puts
     its mass on the background column. A row of zeros (no class) gives zero loss.
 
     Args:
-        logits (Tensor[..., C]), target (Tensor[..., C] in [0, 1], rows summing to 1 or 0).
+        logits (Tensor[..., C]), target (Tensor[..., C] in [0, 1], rows summing to 1 or 0; or Tensor[...] of
+            integer class indices in ``[0, C)``, the same as their one-hot rows without building them: what the
+            criterion passes for a softmax head's every prior).
         label_smoothing: ``eps``; the target row becomes ``t * (1 - eps) + eps / C * sum(t)``
             (``torch.nn.functional.cross_entropy``'s convention).
 
@@ -78,6 +80,10 @@ def ce_loss(
     """
     if logits.dim() == 0 or logits.shape[-1] < 2:
         raise ValueError(f"ce needs a class dimension of size >= 2 as the last dim, got logits {tuple(logits.shape)}")
+    if not target.is_floating_point():  # class indices
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none",
+                               label_smoothing=label_smoothing).view(target.shape)
+        return reduce_loss(loss, reduction)
     if label_smoothing:
         num_classes = logits.shape[-1]
         target = target * (1.0 - label_smoothing) + target.sum(-1, keepdim=True) * (label_smoothing / num_classes)

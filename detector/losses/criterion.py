@@ -51,7 +51,7 @@ from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.recipes import Normalizers, YOLOv5Reduction, sum_of_level_means
 from detector.losses.spec import LossSpec, parse_box_loss, parse_cls_loss
 from detector.ops.boxes import aligned_ciou, aligned_iou
-from detector.structures import Assignment, HeadOutputs, Predictions, detection_scores
+from detector.structures import Assignment, HeadOutputs, Predictions
 
 OBJ_TARGETS = ("ciou", "iou", "one")
 CLS_TARGETS = ("assigner", "iou")
@@ -192,7 +192,7 @@ class DetectionCriterion:
             with torch.no_grad():
                 detached = dataclasses.replace(outputs, **{k: getattr(outputs, k).detach() for k in
                                                            ("box", "cls", "obj", "quality") if getattr(outputs, k) is not None})
-                pred = Predictions(boxes=self.coder.decode(detached.box, priors), scores=detection_scores(detached))
+                pred = Predictions(boxes=self.coder.decode(detached.box, priors), outputs=detached)
         assignment = self.assigner(priors, targets, batch_size, pred)
         if self.sampler is not None:
             prior_loss = self._background_loss(outputs, assignment) if self.sampler.needs_losses else None
@@ -261,12 +261,10 @@ class DetectionCriterion:
             return self.cls_loss(cls[keep], target[keep], reduction="none")
         if outputs.background:  # softmax over C + 1: negatives learn the background channel
             label = torch.full(cls.shape[:2], num_classes, dtype=torch.long, device=cls.device)  # (B, P)
-            label[pairs.b, pairs.p] = pairs.gt_class
-            target = F.one_hot(label, num_classes + 1).to(cls.dtype)  # (B, P, C + 1)
-            if self.label_smoothing:  # (1 - eps) on the true channel, eps spread over all
-                target = target * (1 - self.label_smoothing) + self.label_smoothing / (num_classes + 1)
-            return self.reduction.dense(self.cls_loss(cls, target, reduction="none"), keep,
-                                        outputs.priors.level_offsets, False, norm)
+            label[pairs.b, pairs.p] = pairs.gt_class  # class indices: no (B, P, C + 1) one-hot is built
+            smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+            values = self.cls_loss(cls, label, reduction="none", **smoothing)  # (B, P)
+            return self.reduction.dense(values, keep, outputs.priors.level_offsets, False, norm)
         if outputs.obj is not None:  # YOLO: negatives are the objectness term's; classes on the pairs
             if num_classes == 1:  # YOLOv5 computes no class loss for a single class
                 return cls.sum() * 0

@@ -141,7 +141,9 @@ def test_objectness_target_choices(obj_target, t):
 
 def test_duplicate_pairs_keep_the_highest_target_in_any_order():
     """Prior 0 is paired with gt 0 (CIoU 202/575) and gt 1, which equals the decoded box (CIoU 1).
-    YOLOv5 writes the highest IoU last, so tobj = 1; lbox is the mean over both pairs, (373/575 + 0) / 2."""
+    The criterion keeps the highest value, tobj = 1, in either pair order: YOLOv5 with ``sort_obj_iou=True``.
+    YOLOv5's default (``sort_obj_iou=False``) keeps the value of the pair written last, which depends on the pair
+    order (here it would give 202/575 for the order [1, 0]). lbox is the mean over both pairs, (373/575 + 0) / 2."""
     outputs, targets = tiny_case()
     targets = torch.cat((targets, torch.tensor([[0.0, 0.0, -4.0, -4.0, 12.0, 12.0]])))
     for gts in ([0, 1], [1, 0]):
