@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,9 @@ import torch
 
 from detector import build
 from detector.config import load_config
+from detector.data.coco import letterboxed_coco_targets
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "assigners"))
-from conftest import coco128_targets  # noqa: E402  (the letterboxed coco128 batch the assigner tests use)
+COCO128_JSON = Path(__file__).resolve().parents[1] / "data/coco128/annotations/instances_train2017.json"
 
 PRESETS = ["yolov5_ciou", "yolov3", "yolov2", "ssd", "rpn", "retinanet_focal", "fcos"]
 
@@ -38,7 +36,7 @@ def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes:
     priors = generator(shapes, "cpu", torch.float32)
     raw = [(torch.randn(batch, a, head.channels_per_anchor, h, w) * 0.5).requires_grad_()
            for a, h, w in priors.level_shapes]  # the convolutions' layout
-    targets = coco128_targets(batch, img)
+    targets = letterboxed_coco_targets(COCO128_JSON, batch, img)
 
     def step() -> None:
         levels = [r.permute(0, 1, 3, 4, 2) for r in raw]  # (B, A, H, W, K), as YOLOv5Head.forward returns

@@ -26,7 +26,8 @@ from detector.losses.recipes import MeanReduction, YOLOv5Reduction
 from detector.losses.spec import parse_loss_spec
 from detector.models import build_yolov5
 from detector.models.heads.yolo import YOLOv5Head
-from detector.ops.coders import DeltaBoxCoder, DistributionCoder, LTRBCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.ops.coders import DeltaBoxCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.ops.point_coders import DistributionCoder, LTRBCoder
 from detector.samplers import HardNegativeSampler, RandomSampler
 
 

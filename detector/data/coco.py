@@ -116,3 +116,35 @@ class CocoDataset(DetectionDataset):
         data["images"] = [im for im in self.coco.dataset["images"] if im["id"] in ids]
         data["annotations"] = [a for a in self.coco.dataset["annotations"] if a["image_id"] in ids]
         return coco_from_dict(data)
+
+
+def letterboxed_coco_targets(ann_file: str | os.PathLike, num_images: int, img_size: int,
+                             skip_crowd: bool = True) -> "torch.Tensor":
+    """The boxes of the first ``num_images`` images (by id) of a COCO JSON as one collated target batch.
+
+    Each image is letterboxed into an ``img_size`` square (scaled by ``img_size / max(h, w)`` and centred), as the
+    evaluation loader does; classes are the contiguous index of the category in id order. Images without boxes keep
+    their index and have no rows. For tests and benchmarks of assigners and losses on real boxes, without reading
+    images.
+
+    Returns:
+        Tensor[n, 6] float32 = (image_index, class, x1, y1, x2, y2) in pixels of the letterboxed input.
+    """
+    import torch
+
+    with open(ann_file, encoding="utf-8") as f:
+        data = json.load(f)
+    images = sorted(data["images"], key=lambda im: im["id"])[:num_images]
+    index = {im["id"]: i for i, im in enumerate(images)}
+    cats = {c["id"]: k for k, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
+    rows = []
+    for ann in sorted(data["annotations"], key=lambda a: a["id"]):
+        if ann["image_id"] not in index or (skip_crowd and ann.get("iscrowd", 0)):
+            continue
+        im = images[index[ann["image_id"]]]
+        scale = img_size / max(im["width"], im["height"])
+        pad_x, pad_y = (img_size - im["width"] * scale) / 2, (img_size - im["height"] * scale) / 2
+        x, y, w, h = ann["bbox"]
+        rows.append([index[ann["image_id"]], cats[ann["category_id"]], x * scale + pad_x, y * scale + pad_y,
+                     (x + w) * scale + pad_x, (y + h) * scale + pad_y])
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)

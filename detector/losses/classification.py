@@ -80,9 +80,10 @@ def ce_loss(
     """
     if logits.dim() == 0 or logits.shape[-1] < 2:
         raise ValueError(f"ce needs a class dimension of size >= 2 as the last dim, got logits {tuple(logits.shape)}")
-    if not target.is_floating_point():  # class indices
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none",
-                               label_smoothing=label_smoothing).view(target.shape)
+    if not target.is_floating_point():  # class indices; the class dimension moved to dim 1, where cross_entropy
+        # wants it: a free view for the head's (B, C, P) buffers (detector.models.heads.yolo._SplitChannels)
+        moved = logits.movedim(-1, 1) if logits.dim() > 2 else logits
+        loss = F.cross_entropy(moved, target, reduction="none", label_smoothing=label_smoothing)
         return reduce_loss(loss, reduction)
     if label_smoothing:
         num_classes = logits.shape[-1]

@@ -3,8 +3,8 @@
 Letters: ``M`` positive (prior, ground truth) pairs, ``K`` bins per side (YOLOv8's ``reg_max = 16``).
 
 A distribution head predicts, for each side ``(l, t, r, b)`` of a box, logits over the distances ``0, 1, ..., K - 1``
-(in stride units); :func:`detector.ops.coders.dfl_expectation` decodes the expectation, and
-:class:`detector.ops.coders.DistributionCoder` encodes the continuous target distances this loss takes. The loss
+(in stride units); :func:`detector.ops.point_coders.dfl_expectation` decodes the expectation, and
+:class:`detector.ops.point_coders.DistributionCoder` encodes the continuous target distances this loss takes. The loss
 is used on positive pairs only, next to an IoU box loss (YOLOv8: ``box: ciou`` weight 7.5, ``dfl`` weight 1.5).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def distribution_focal_loss(logits: Tensor, target: Tensor, *, reduction: str = 
 
     Args:
         logits (Tensor[M, 4 * K] or Tensor[M, 4, K]): raw per-side logits, side-major (``logits[:, s * K + k]``
-            is bin ``k`` of side ``s``, the layout of :func:`detector.ops.coders.dfl_expectation`), ``K >= 2``.
+            is bin ``k`` of side ``s``, the layout of :func:`detector.ops.point_coders.dfl_expectation`), ``K >= 2``.
         target (Tensor[M, 4]): continuous ``(l, t, r, b)`` distances in bin units, nominally in ``[0, K - 1)``.
         reduction: ``"none"`` -> Tensor[M]; ``"mean"`` / ``"sum"`` over pairs -> scalar (mean of none is 0).
 

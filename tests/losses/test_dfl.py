@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from detector.losses.dfl import distribution_focal_loss
-from detector.ops.coders import dfl_expectation
+from detector.ops.point_coders import dfl_expectation
 
 LN2, LN4, LN6 = math.log(2), math.log(4), math.log(6)
 

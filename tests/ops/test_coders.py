@@ -25,9 +25,7 @@ Hand-worked cases (one level of stride 8, 10 x 10 cells, anchors (10, 13), (16, 
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -36,22 +34,9 @@ from torchvision.models.detection._utils import BoxLinearCoder as TorchvisionBox
 
 from detector.models.priors import AnchorPriorGenerator, PointPriorGenerator
 from detector.ops.boxes import xyxy_to_cxcywh
-from detector.ops.coders import (
-    DeltaBoxCoder,
-    DistributionCoder,
-    LTRBCoder,
-    YOLOv3BoxCoder,
-    YOLOv5BoxCoder,
-    dfl_expectation,
-)
+from detector.ops.coders import DeltaBoxCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.ops.point_coders import DistributionCoder, LTRBCoder, dfl_expectation
 from detector.structures import Priors
-
-# coco128 loading lives in the assigner tests' conftest; load it by path (tests/ is not a package)
-_spec = importlib.util.spec_from_file_location(
-    "_coco128_conftest", Path(__file__).resolve().parents[1] / "assigners" / "conftest.py"
-)
-_coco = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_coco)
 
 P3, P4, P5 = [10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]
 STRIDES = (8, 16, 32)
@@ -77,9 +62,9 @@ def target_size(coder) -> int:
 
 
 @pytest.fixture(scope="module")
-def coco_boxes() -> torch.Tensor:
+def coco_boxes(coco128_targets) -> torch.Tensor:
     """Tensor[n, 4] xyxy pixels: coco128's first 64 images letterboxed to 640."""
-    boxes = _coco.coco128_targets(64, 640)[:, 2:]
+    boxes = coco128_targets(64, 640)[:, 2:]
     assert boxes.shape[0] > 200
     return boxes
 

@@ -7,8 +7,6 @@ loss sums the losses of the negatives it mines: equal sums mean the same negativ
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,14 +21,6 @@ from detector.samplers import HardNegativeSampler, hard_negative_mining
 from detector.structures import Assignment
 
 
-def coco128_targets(batch_size: int, img_size: int) -> torch.Tensor:
-    """The letterboxed coco128 targets of ``tests/assigners/conftest.py`` (loaded by path: a conftest is not
-    importable from another test folder)."""
-    path = Path(__file__).resolve().parents[1] / "assigners" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_assigner_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.coco128_targets(batch_size, img_size)
 
 
 def pairs_assignment(batch_index, prior_index, ignore=None, negative=None) -> Assignment:
@@ -119,7 +109,7 @@ def test_random_losses_with_ties_match_reference(ratio, min_negatives):
     assert not (result.negative & (positive | ignore)).any()
 
 
-def test_equals_torchvision_ssd_on_coco128():
+def test_equals_torchvision_ssd_on_coco128(coco128_targets):
     """A real case: 6 coco128 images letterboxed to 320 plus one empty image, 1575 SSD-style anchors (strides
     16 / 32 / 64, 3 anchors per cell), matched by torchvision's SSDMatcher (IoU 0.5, plus each box's best anchor),
     random logits over 80 classes + background (class 0 here, torchvision's layout).

@@ -5,9 +5,7 @@ Per-prior labels used to build test cases, as torchvision's ``BalancedPositiveNe
 """
 from __future__ import annotations
 
-import importlib.util
 from itertools import combinations
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,14 +20,6 @@ from detector.structures import Assignment
 YOLOV5_ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
 
 
-def coco128_targets(batch_size: int, img_size: int) -> torch.Tensor:
-    """The letterboxed coco128 targets of ``tests/assigners/conftest.py`` (loaded by path: a conftest is not
-    importable from another test folder)."""
-    path = Path(__file__).resolve().parents[1] / "assigners" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_assigner_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.coco128_targets(batch_size, img_size)
 
 
 def assignment_from_labels(labels: torch.Tensor, **fields) -> Assignment:
@@ -115,7 +105,7 @@ def test_counts_follow_torchvision_balanced_sampler(num, pos_fraction):
         assert tv_pos == [128, 50, 0, 60, 128, 5, 0] and tv_neg == [128, 206, 256, 40, 128, 0, 0]
 
 
-def test_real_priors_and_coco128_assignment_counts():
+def test_real_priors_and_coco128_assignment_counts(coco128_targets):
     """YOLOv5's assignment of 16 real coco128 images on the 25200 anchor priors of a 640 input; per-prior
     labels for torchvision are ``1`` on positive priors, ``0`` elsewhere (no ignore). These images have 6 to 127
     positive priors, so ``num = 128`` (at most 64 positives) sees images on both sides of the cap."""

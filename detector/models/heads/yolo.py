@@ -216,11 +216,20 @@ class _SplitChannels(torch.autograd.Function):
                 k = sl.stop - sl.start
                 if g is None:
                     buf[:, :, sl].zero_()
-                else:  # (B, n, k) -> (B, A, k, H, W)
-                    buf[:, :, sl].copy_(g[:, start:start + n].transpose(1, 2).reshape(b, k, a, h, w).transpose(1, 2))
+                else:  # (B, n, k) -> (B, A, k, H, W), one strided copy whichever layout the gradient has
+                    buf[:, :, sl].copy_(_level_view(g[:, start:start + n], a, h, w))
             level_grads.append(buf.permute(0, 1, 3, 4, 2))  # (B, A, H, W, K) view, as the input
             start += n
         return (None, *level_grads)
+
+
+def _level_view(g: Tensor, a: int, h: int, w: int) -> Tensor:
+    """A level's rows of a flat gradient, Tensor[B, n = A * H * W, k], viewed as Tensor[B, A, k, H, W] without copying
+    when ``g`` is laid out ``(B, P, k)`` (index backward) or ``(B, k, P)`` (elementwise ops on this head's views)."""
+    b, _, k = g.shape
+    if g.stride(2) == 1 and k > 1:  # (B, P, k) rows
+        return g.reshape(b, a, h, w, k).permute(0, 1, 4, 2, 3)
+    return g.transpose(1, 2).reshape(b, k, a, h, w).transpose(1, 2)  # (B, k, P) rows: a view when n is contiguous
 
 
 def flatten_level_outputs(
