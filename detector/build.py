@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from detector.assigners import (
-    ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner, SSDAssigner, TaskAlignedAssigner, YOLOv2Assigner, YOLOv3Assigner,
-    YOLOv5Assigner,
+    ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner, SSDAssigner, TaskAlignedAssigner, YOLOv2Assigner,
+    YOLOv3Assigner, YOLOv5Assigner,
 )
 from detector.config import Config, config_error
 from detector.errors import ConfigError

@@ -174,7 +174,8 @@ class ModelConfig:
     """Detection head; a name of ``detector.build.HEADS`` with its parameters (``yolo``: objectness + sigmoid
     classes; ``retina``: sigmoid classes; ``ssd``: softmax with a background class)."""
     coder: PartSpec = field(default_factory=lambda: PartSpec("yolov5"))
-    """Box coder; a name of ``detector.build.CODERS`` with its parameters (``{name: delta, weights: [10, 10, 5, 5]}``)."""
+    """Box coder; a name of ``detector.build.CODERS`` with its parameters
+    (``{name: delta, weights: [10, 10, 5, 5]}``)."""
 
 
 @dataclass
@@ -257,7 +258,8 @@ class LossConfig:
     """Class target of a positive: the assigner's soft score when it gives one, else 1 (``assigner``), or the IoU of
     the pair's predicted box with its gt (``iou``: VFL / QFL / GFL targets for any assigner)."""
     box_space: str = _opt("decoded", choices=("decoded", "encoded"))
-    """Box loss on decoded boxes in grid units (``decoded``, IoU family) or on the coder's deltas (``encoded``, SSD / R-CNN smooth-L1)."""
+    """Box loss on decoded boxes in grid units (``decoded``, IoU family) or on the coder's deltas (``encoded``,
+    SSD / R-CNN smooth-L1)."""
     reduction: PartSpec = field(default_factory=lambda: PartSpec("yolov5", {"level_balance": [4.0, 1.0, 0.4],
                                                                             "scale_gains": True}))
     """How values become terms and terms the total; a name of ``detector.build.REDUCTIONS``: ``yolov5``
@@ -356,9 +358,11 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training augmentation."""
     assigner: PartSpec = field(default_factory=lambda: PartSpec("yolov5", {"anchor_t": 4.0, "neighbour_offset": 0.5}))
-    """Label assignment; a name of ``detector.build.ASSIGNERS`` with its parameters (``{name: yolov5, anchor_t: 4.0}``)."""
+    """Label assignment; a name of ``detector.build.ASSIGNERS`` with its parameters
+    (``{name: yolov5, anchor_t: 4.0}``)."""
     sampler: PartSpec | None = None
-    """Optional sampler after assignment (``detector.build.SAMPLERS``: ``random`` for RPN, ``hard_negative`` for SSD)."""
+    """Optional sampler after assignment (``detector.build.SAMPLERS``: ``random`` for RPN, ``hard_negative``
+    for SSD)."""
     loss: LossConfig = field(default_factory=LossConfig)
     """Loss terms and weights."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -807,7 +811,8 @@ def _part_spec(value: Any, path: KeyPath, sources: dict[KeyPath, Source]) -> Par
         return PartSpec(value, {})
     if isinstance(value, dict):
         if "name" not in value:
-            raise _error(sources, path, f"a part given as a mapping needs a 'name' key, e.g. {{name: focal, gamma: 1.5}}; "
+            raise _error(sources, path, "a part given as a mapping needs a 'name' key, e.g. "
+                                        f"{{name: focal, gamma: 1.5}}; "
                                         f"got {_describe(value)}")
         name = value["name"]
         if not isinstance(name, str) or not name.strip():
@@ -861,8 +866,8 @@ def _check_consistency(cfg: Config, sources: dict[KeyPath, Source]) -> None:
                                                      f"{levels}; give one anchor list per stride")
     balance = cfg.loss.reduction.params.get("level_balance") if cfg.loss.reduction.name == "yolov5" else None
     if isinstance(balance, list) and len(balance) != levels:
-        raise _error(sources, ("loss", "reduction", "level_balance"), f"has {len(balance)} weights but "
-                                                                     f"model.strides has {levels} levels; give one per level")
+        raise _error(sources, ("loss", "reduction", "level_balance"),
+                     f"has {len(balance)} weights but model.strides has {levels} levels; give one per level")
     if cfg.data.img_size % max(cfg.model.strides):
         raise _error(sources, ("data", "img_size"), f"{cfg.data.img_size} is not a multiple of the largest "
                                                      f"stride {max(cfg.model.strides)}")

@@ -302,6 +302,8 @@ def test_override_errors_name_the_set_item(item, message):
     ("model:\n  strides: [8, 16]\n", "1: model.anchors: has 3 levels but model.strides has 2; "
                                      "give one anchor list per stride"),
     ("train:\n  epochs: 5\n  close_mosaic: 10\n", "3: train.close_mosaic: 10 is more than train.epochs (5)"),
+    ("loss:\n  reduction:\n    name: yolov5\n    level_balance: [1.0]\n",
+     "4: loss.reduction.level_balance: has 1 weights but model.strides has 3 levels; give one per level"),
     ("eval:\n  variance_voting: true\n", "2: eval.variance_voting: needs model.box_uncertainty: true "
                                          "(variance voting weights boxes by their predicted variance)"),
     # YAML problems

@@ -190,8 +190,8 @@ class DetectionCriterion:
         pred = None
         if getattr(self.assigner, "needs_predictions", False):
             with torch.no_grad():
-                detached = dataclasses.replace(outputs, **{k: getattr(outputs, k).detach() for k in
-                                                           ("box", "cls", "obj", "quality") if getattr(outputs, k) is not None})
+                names = [k for k in ("box", "cls", "obj", "quality") if getattr(outputs, k) is not None]
+                detached = dataclasses.replace(outputs, **{k: getattr(outputs, k).detach() for k in names})
                 pred = Predictions(boxes=self.coder.decode(detached.box, priors), outputs=detached)
         assignment = self.assigner(priors, targets, batch_size, pred)
         if self.sampler is not None:
