@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from detector.assigners import (
-    ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner, SSDAssigner, TaskAlignedAssigner, YOLOv2Assigner,
-    YOLOv3Assigner, YOLOv5Assigner,
+    ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner, SSDAssigner, TaskAlignedAssigner, YOLOv1Assigner,
+    YOLOv2Assigner, YOLOv3Assigner, YOLOv5Assigner,
 )
 from detector.config import Config, config_error
 from detector.errors import ConfigError
@@ -76,6 +76,7 @@ ASSIGNERS: dict[str, Callable] = {
     "yolov5": YOLOv5Assigner,
     "yolov3": YOLOv3Assigner,
     "yolov2": YOLOv2Assigner,
+    "yolov1": YOLOv1Assigner,
     "rpn": functools.partial(MaxIoUAssigner, pos_iou=0.7, neg_iou=0.3, allow_low_quality_matches=True),
     "retinanet": functools.partial(MaxIoUAssigner, pos_iou=0.5, neg_iou=0.4, allow_low_quality_matches=True),
     "max_iou": MaxIoUAssigner,

@@ -9,6 +9,7 @@ from detector.assigners.fcos import FCOSAssigner, assign_fcos
 from detector.assigners.max_iou import MaxIoUAssigner, SSDAssigner, assign_max_iou, assign_ssd, match_max_iou
 from detector.assigners.simota import SimOTAAssigner, assign_simota
 from detector.assigners.tal import TaskAlignedAssigner, assign_tal
+from detector.assigners.yolov1 import YOLOv1Assigner, assign_yolov1
 from detector.assigners.yolov3 import YOLOv2Assigner, YOLOv3Assigner, assign_yolov3
 from detector.assigners.yolov5 import YOLOv5Assigner, assign_yolov5_ratio
 
@@ -19,6 +20,7 @@ __all__ = [
     "SSDAssigner",
     "SimOTAAssigner",
     "TaskAlignedAssigner",
+    "YOLOv1Assigner",
     "YOLOv2Assigner",
     "YOLOv3Assigner",
     "YOLOv5Assigner",
@@ -28,6 +30,7 @@ __all__ = [
     "assign_simota",
     "assign_ssd",
     "assign_tal",
+    "assign_yolov1",
     "assign_yolov3",
     "assign_yolov5_ratio",
     "match_max_iou",
