@@ -22,9 +22,12 @@ from detector.assigners import (
 from detector.config import Config, config_error
 from detector.errors import ConfigError
 from detector.losses import BOX, CLS, DetectionCriterion, make_loss
+from detector.losses.dual import DualAssignmentCriterion
 from detector.losses.recipes import MeanReduction, YOLOv5Reduction
 from detector.losses.spec import parse_loss_spec
 from detector.models import build_yolov5
+from detector.models.heads.decoupled import DecoupledHead
+from detector.models.heads.dual import dual_head
 from detector.models.heads.yolo import YOLOv5Head
 from detector.ops.coders import DeltaBoxCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
 from detector.ops.point_coders import DistributionCoder, LTRBCoder
@@ -55,6 +58,9 @@ HEADS: dict[str, HeadKind] = {
     # one point per cell: sigmoid classes (YOLOv8 with a dfl coder, ATSS / TAL on points), and with objectness (YOLOX)
     "points": HeadKind(functools.partial(YOLOv5Head, objectness=False), objectness=False, point_priors=True),
     "points_obj": HeadKind(functools.partial(YOLOv5Head, objectness=True), objectness=True, point_priors=True),
+    # separate box and class towers of 3x3 convolutions per level (YOLOv8; with objectness YOLOX)
+    "decoupled": HeadKind(functools.partial(DecoupledHead, objectness=False), objectness=False, point_priors=True),
+    "decoupled_obj": HeadKind(functools.partial(DecoupledHead, objectness=True), objectness=True, point_priors=True),
 }
 
 # model.name -> backbone + neck builder
@@ -143,6 +149,8 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     make = located(cfg, lambda: _part(m.name, MODELS, "model.name", "model"))
     box_outputs = build_coder(cfg).num_outputs  # 4, or 4 * bins for a distribution (DFL) coder
     head = functools.partial(kind.build, box_outputs=box_outputs, **m.head.params)
+    if cfg.one_to_one is not None:  # NMS-free training: a second head of the same kind, one-to-one
+        head = dual_head(head, detach=cfg.one_to_one.detach)
     return make(size=m.size, num_classes=num_classes, anchors=m.anchors, strides=tuple(m.strides),
                 box_uncertainty=m.box_uncertainty, depth_multiple=m.depth_multiple, width_multiple=m.width_multiple,
                 head=head, point_priors=kind.point_priors)
@@ -154,6 +162,10 @@ def build_coder(cfg: Config):
 
 def build_assigner(cfg: Config):
     return located(cfg, lambda: _make(cfg.assigner, ASSIGNERS, "assigner", "assigner"))
+
+
+def build_one_to_one_assigner(cfg: Config):
+    return located(cfg, lambda: _make(cfg.one_to_one.assigner, ASSIGNERS, "one_to_one.assigner", "assigner"))
 
 
 def build_sampler(cfg: Config):
@@ -185,6 +197,8 @@ def _check_parts(cfg: Config) -> None:
     coder, assigner = build_coder(cfg), build_assigner(cfg)
     build_sampler(cfg)
     build_reduction(cfg, num_classes=1)
+    if cfg.one_to_one is not None:
+        build_one_to_one_assigner(cfg)
     lc = cfg.loss
     for key, spec, table in (("loss.box", lc.box, BOX), ("loss.cls", lc.cls, CLS), ("loss.quality", lc.quality, CLS)):
         make_loss(table, spec, key=key)
@@ -218,11 +232,20 @@ def _check_parts(cfg: Config) -> None:
                                       "set model.box_uncertainty: true")
 
 
-def build_criterion(cfg: Config, num_classes: int) -> DetectionCriterion:
+def build_criterion(cfg: Config, num_classes: int) -> DetectionCriterion | DualAssignmentCriterion:
+    """The criterion of ``cfg``; with a ``one_to_one`` section, one per head under its schedule."""
     check_parts(cfg)
+    if cfg.one_to_one is None:
+        return _detection_criterion(cfg, num_classes, build_assigner(cfg))
+    return DualAssignmentCriterion(_detection_criterion(cfg, num_classes, build_assigner(cfg)),
+                                   _detection_criterion(cfg, num_classes, build_one_to_one_assigner(cfg)),
+                                   schedule=tuple(cfg.one_to_one.many_weight))
+
+
+def _detection_criterion(cfg: Config, num_classes: int, assigner) -> DetectionCriterion:
     lc = cfg.loss
     return DetectionCriterion(
-        assigner=build_assigner(cfg),
+        assigner=assigner,
         coder=build_coder(cfg),
         box_loss=make_loss(BOX, lc.box, key="loss.box"),  # checked above
         cls_loss=make_loss(CLS, lc.cls, key="loss.cls"),
@@ -289,7 +312,8 @@ class Parts:
 
     def set_epoch(self, epoch: int) -> None:
         """Re-seed the training data for ``epoch`` so its batches depend only on (seed, epoch), which makes
-        resumed runs identical to uninterrupted ones; switches mosaic off for the last ``close_mosaic`` epochs.
+        resumed runs identical to uninterrupted ones; switches mosaic off for the last ``close_mosaic`` epochs;
+        sets the criterion's epoch where its weights follow a schedule.
 
         The loader (and its worker processes) is kept; only its sampler is re-seeded, since the sampler draws
         each epoch's order and per-sample augmentation seeds when the epoch's iterator starts.
@@ -302,6 +326,8 @@ class Parts:
             self.train_loader = build_loader(cfg, self.train_dataset, train=True)
             self.mosaic_closed = close
         self.train_loader.sampler.reseed(epoch_seed(self.cfg.train.seed, epoch))
+        if hasattr(self.criterion, "set_epoch"):  # a loss schedule (NMS-free training's weights)
+            self.criterion.set_epoch(epoch, self.cfg.train.epochs)
 
 
 def build_all(cfg: Config, device: torch.device) -> Parts:

@@ -337,14 +337,30 @@ class EvalConfig:
     """NMS IoU threshold."""
     max_det: int = _opt(300, check=_in_range(1))
     """Keep at most this many detections per image."""
-    nms: str = _opt("iou", choices=("iou", "diou"))
-    """Suppression criterion: plain IoU or DIoU (IoU minus normalised centre distance)."""
+    nms: str = _opt("iou", choices=("iou", "diou", "none"))
+    """Suppression criterion: plain IoU, DIoU (IoU minus normalised centre distance), or none (NMS-free heads: the
+    ``max_det`` best-scoring candidates)."""
     variance_voting: bool = _opt(False)
     """Refine kept boxes by variance voting over their overlapping neighbours; needs ``model.box_uncertainty``."""
     batch_size: int = _opt(32, check=_in_range(1))
     """Images per evaluation batch."""
     split: str = _opt("val", choices=("train", "val", "test"))
     """Dataset split evaluated during and after training."""
+
+
+@dataclass
+class OneToOneConfig:
+    """NMS-free training (YOLOv10 / YOLO26): a second head of the same kind learns from a one-to-one assignment."""
+
+    assigner: PartSpec = field(default_factory=lambda: PartSpec("tal", {"topk": 1, "alpha": 0.5, "beta": 6.0}))
+    """The one-to-one head's assigner (``detector.build.ASSIGNERS``; YOLOv10: TAL with top-k 1)."""
+    many_weight: list[float] = _opt(factory=lambda: [0.8, 0.1], check=lambda v: (
+        "must be [start, end], two weights" if len(v) != 2 else _check_each(_in_range(0.0, 1.0))(v)))
+    """Weight of the one-to-many loss, ``[first epoch, last epoch]``, linear in between; the one-to-one loss gets
+    one minus it (YOLO26: 0.8 -> 0.1)."""
+    detach: bool = _opt(True)
+    """The one-to-one head sees detached features, so only the one-to-many loss trains backbone and neck
+    (YOLOv10)."""
 
 
 @dataclass
@@ -365,6 +381,9 @@ class Config:
     for SSD)."""
     loss: LossConfig = field(default_factory=LossConfig)
     """Loss terms and weights."""
+    one_to_one: OneToOneConfig | None = None
+    """NMS-free training: a one-to-one head beside the main head; null = one head. At inference the one-to-one
+    head predicts (set ``eval.nms: none``)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimisation and run bookkeeping."""
     eval: EvalConfig = field(default_factory=EvalConfig)

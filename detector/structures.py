@@ -88,6 +88,8 @@ class HeadOutputs:
         quality (Tensor[B, P] | None): logits of a localisation-quality branch (FCOS centerness); the
             score becomes ``sqrt(p_cls * sigmoid(quality))``.
         background (bool): ``cls`` has a background channel (softmax head, SSD).
+        one_to_one (HeadOutputs | None): in training, the outputs of a second head trained with one-to-one
+            assignment (NMS-free training, :mod:`detector.models.heads.dual`); None otherwise.
     """
 
     box: Tensor
@@ -97,6 +99,7 @@ class HeadOutputs:
     box_log_var: Tensor | None = None
     quality: Tensor | None = None
     background: bool = False
+    one_to_one: "HeadOutputs | None" = None
 
     @property
     def batch_size(self) -> int:

@@ -297,7 +297,7 @@ def test_override_errors_name_the_set_item(item, message):
     ("train:\n  device: gpu\n", "2: train.device: 'gpu' is not one of auto, cpu, cuda, cuda:N (N a GPU index)"),
     # invalid choices
     ("train:\n  schedule: cos\n", "2: train.schedule: 'cos' is not one of linear, cosine; did you mean 'cosine'?"),
-    ("eval:\n  nms: soft\n", "2: eval.nms: 'soft' is not one of iou, diou"),
+    ("eval:\n  nms: soft\n", "2: eval.nms: 'soft' is not one of iou, diou, none"),
     # consistency across sections
     ("model:\n  strides: [8, 16]\n", "1: model.anchors: has 3 levels but model.strides has 2; "
                                      "give one anchor list per stride"),
@@ -380,7 +380,7 @@ def test_config_to_dict_is_plain_and_loads_with_weights_only(tmp_path):
     cfg = load_config("yolov5_focal")
     as_dict = config_to_dict(cfg)
     assert as_dict["loss"]["cls"] == {"name": "focal", "gamma": 1.5} and as_dict["loss"]["box"] == "ciou"
-    assert list(as_dict) == ["model", "data", "augment", "assigner", "sampler", "loss", "train", "eval"]
+    assert list(as_dict) == ["model", "data", "augment", "assigner", "sampler", "loss", "one_to_one", "train", "eval"]
     torch.save({"config": as_dict}, tmp_path / "ckpt.pt")
     loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert config_from_dict(loaded["config"]) == cfg

@@ -276,7 +276,8 @@ def postprocess_scores(
         iou_thres: NMS threshold (on IoU, or on DIoU for ``method="diou"``).
         max_det: detections kept per image.
         multi_label: every class above ``conf_thres`` of a prior is a candidate; False: only its best class.
-        method: ``"iou"`` (torchvision) or ``"diou"`` (:func:`greedy_nms`).
+        method: ``"iou"`` (torchvision), ``"diou"`` (:func:`greedy_nms`) or ``"none"``: no suppression, the
+            ``max_det`` highest-scoring (prior, class) candidates (a one-to-one head, YOLOv10's post-processing).
         max_candidates: candidates per image entering NMS (the highest scores).
         box_log_var (Tensor[B, P, 4] | None): predicted ``ln sigma^2`` per coordinate; needed for voting.
         variance_voting: refine kept boxes by variance voting (He et al. 2019).
@@ -289,8 +290,8 @@ def postprocess_scores(
     batch_size, num_priors, num_classes = scores.shape
     if boxes.shape != (batch_size, num_priors, 4):
         raise ValueError(f"boxes must be [B, P, 4] = {[batch_size, num_priors, 4]}; got {list(boxes.shape)}")
-    if method not in NMS_METHODS:
-        raise ValueError(f"method must be one of {NMS_METHODS}; got {method!r}")
+    if method not in (*NMS_METHODS, "none"):
+        raise ValueError(f"method must be one of {(*NMS_METHODS, 'none')}; got {method!r}")
     if variance_voting and box_log_var is None:
         raise ValueError("variance_voting=True needs box_log_var (a head that predicts box uncertainty)")
 
@@ -300,7 +301,9 @@ def postprocess_scores(
     cand_boxes = boxes[b, p]  # (K, 4)
     groups = b * num_classes + c
 
-    if method == "iou":
+    if method == "none":  # NMS-free heads (one-to-one assignment): the highest scores are the detections
+        keep = torch.arange(score.numel(), device=score.device)
+    elif method == "iou":
         keep = torchvision.ops.batched_nms(cand_boxes, score, groups, iou_thres)
     else:
         keep = greedy_nms(cand_boxes, score, groups, iou_thres, method="diou", batch_index=b, max_per_image=max_det)

@@ -249,3 +249,15 @@ def test_postprocess_variance_voting_hand_case():
     for method in ("iou", "diou"):
         plain = postprocess(boxes, cls_logits, None, conf_thres=0.3, iou_thres=0.6, method=method)[0]
         torch.testing.assert_close(plain[:, :4], boxes[0, [0, 2, 3]])
+
+
+def test_postprocess_without_suppression_keeps_the_top_scores():
+    """method "none" (one-to-one heads): two identical boxes both stay (NMS would drop one); with max_det 2 the
+    three candidates above conf 0.5 (0.90, 0.80, 0.70 after sigmoid) lose their lowest, 0.70, whatever its box."""
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]]])
+    cls_logits = torch.tensor([[[2.2], [1.4], [0.85]]])  # sigmoid 0.900, 0.802, 0.701
+    rows = postprocess(boxes, cls_logits, None, conf_thres=0.5, method="none")[0]
+    assert rows[:, :4].tolist() == boxes[0].tolist()
+    top2 = postprocess(boxes, cls_logits, None, conf_thres=0.5, method="none", max_det=2)[0]
+    assert top2[:, :4].tolist() == boxes[0, :2].tolist()
+    torch.testing.assert_close(top2[:, 4], cls_logits[0, :2, 0].sigmoid())
