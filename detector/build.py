@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from detector.assigners.centernet import CenterNetAssigner
 from detector.assigners import (
     ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner, SSDAssigner, TaskAlignedAssigner, YOLOv1Assigner,
     YOLOv2Assigner, YOLOv3Assigner, YOLOv5Assigner,
@@ -29,6 +31,7 @@ from detector.models import build_yolov5
 from detector.models.heads.decoupled import DecoupledHead
 from detector.models.heads.dual import dual_head
 from detector.models.heads.yolo import YOLOv5Head
+from detector.ops.center_coder import CenterNetCoder
 from detector.ops.coders import DeltaBoxCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
 from detector.ops.point_coders import DistributionCoder, LTRBCoder
 from detector.samplers import HardNegativeSampler, RandomSampler
@@ -45,6 +48,7 @@ class HeadKind:
     objectness: bool
     background: bool = False
     point_priors: bool = False
+    upsample: int = 1  # the head's map is this much finer than the neck level it reads
 
 
 # model.head.name -> head
@@ -61,6 +65,11 @@ HEADS: dict[str, HeadKind] = {
     # separate box and class towers of 3x3 convolutions per level (YOLOv8; with objectness YOLOX)
     "decoupled": HeadKind(functools.partial(DecoupledHead, objectness=False), objectness=False, point_priors=True),
     "decoupled_obj": HeadKind(functools.partial(DecoupledHead, objectness=True), objectness=True, point_priors=True),
+    # CenterNet: the stride-8 level upsampled to a stride-4 map, a heat-map tower (initial probability 0.1) and a
+    # tower for (offset, size), one 3x3 convolution each; model.strides: [4]
+    "centernet": HeadKind(functools.partial(DecoupledHead, objectness=False, upsample=2, cls_prior=0.1, depth=1,
+                                            box_width=64, cls_width=64), objectness=False, point_priors=True,
+                          upsample=2),
 }
 
 # model.name -> backbone + neck builder
@@ -75,6 +84,7 @@ CODERS: dict[str, Callable] = {
     "delta": DeltaBoxCoder,
     "ltrb": LTRBCoder,
     "dfl": DistributionCoder,
+    "centernet": CenterNetCoder,
 }
 
 # assigner.name -> assigner class (a partial is a preset whose bound values a config may still override)
@@ -91,6 +101,7 @@ ASSIGNERS: dict[str, Callable] = {
     "tal": TaskAlignedAssigner,
     "simota": SimOTAAssigner,
     "atss": ATSSAssigner,
+    "centernet": CenterNetAssigner,
 }
 
 # sampler.name -> sampler class
@@ -109,6 +120,7 @@ _SUPPLIED = {  # constructor parameters the framework passes itself, per table
     "head": frozenset({"in_channels", "num_classes", "num_anchors", "strides", "box_uncertainty", "objectness",
                        "background", "quality", "box_outputs"}),
     "reduction": frozenset({"num_classes", "image_size"}),
+    "assigner": frozenset({"num_classes"}),
 }
 
 
@@ -153,19 +165,26 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
         head = dual_head(head, detach=cfg.one_to_one.detach)
     return make(size=m.size, num_classes=num_classes, anchors=m.anchors, strides=tuple(m.strides),
                 box_uncertainty=m.box_uncertainty, depth_multiple=m.depth_multiple, width_multiple=m.width_multiple,
-                head=head, point_priors=kind.point_priors)
+                head=head, point_priors=kind.point_priors, upsample=kind.upsample)
 
 
 def build_coder(cfg: Config):
     return located(cfg, lambda: _make(cfg.model.coder, CODERS, "model.coder", "coder"))
 
 
-def build_assigner(cfg: Config):
-    return located(cfg, lambda: _make(cfg.assigner, ASSIGNERS, "assigner", "assigner"))
+def _assigner(spec, key: str, num_classes: int):
+    """An assigner that renders per-class targets (CenterNet's heat map) is given the number of classes."""
+    entry = ASSIGNERS.get(spec.name)
+    takes_classes = entry is not None and "num_classes" in inspect.signature(entry).parameters
+    return _make(spec, ASSIGNERS, key, "assigner", **({"num_classes": num_classes} if takes_classes else {}))
 
 
-def build_one_to_one_assigner(cfg: Config):
-    return located(cfg, lambda: _make(cfg.one_to_one.assigner, ASSIGNERS, "one_to_one.assigner", "assigner"))
+def build_assigner(cfg: Config, num_classes: int = 1):
+    return located(cfg, lambda: _assigner(cfg.assigner, "assigner", num_classes))
+
+
+def build_one_to_one_assigner(cfg: Config, num_classes: int = 1):
+    return located(cfg, lambda: _assigner(cfg.one_to_one.assigner, "one_to_one.assigner", num_classes))
 
 
 def build_sampler(cfg: Config):
@@ -224,6 +243,10 @@ def _check_parts(cfg: Config) -> None:
     if kind.background and lc.cls.name != "ce":
         raise ConfigError("loss.cls", f"head {name!r} scores a softmax over a background class: use ce, "
                                       f"got {lc.cls.name!r}")
+    if cfg.eval.nms == "peaks" and (not points or len(cfg.model.strides) != 1):
+        raise ConfigError("eval.nms", f"peaks reads one map of point priors; head {name!r} has "
+                                      f"{len(cfg.model.strides)} level(s) of {'points' if points else 'anchors'} "
+                                      f"(use iou, diou or none)")
     if cfg.sampler is not None and cfg.sampler.name == "hard_negative" and kind.objectness:
         raise ConfigError("sampler", f"hard_negative ranks the background loss of a head without objectness; "
                                      f"head {name!r} has objectness (use retina or ssd)")
@@ -236,9 +259,9 @@ def build_criterion(cfg: Config, num_classes: int) -> DetectionCriterion | DualA
     """The criterion of ``cfg``; with a ``one_to_one`` section, one per head under its schedule."""
     check_parts(cfg)
     if cfg.one_to_one is None:
-        return _detection_criterion(cfg, num_classes, build_assigner(cfg))
-    return DualAssignmentCriterion(_detection_criterion(cfg, num_classes, build_assigner(cfg)),
-                                   _detection_criterion(cfg, num_classes, build_one_to_one_assigner(cfg)),
+        return _detection_criterion(cfg, num_classes, build_assigner(cfg, num_classes))
+    return DualAssignmentCriterion(_detection_criterion(cfg, num_classes, build_assigner(cfg, num_classes)),
+                                   _detection_criterion(cfg, num_classes, build_one_to_one_assigner(cfg, num_classes)),
                                    schedule=tuple(cfg.one_to_one.many_weight))
 
 

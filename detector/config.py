@@ -337,9 +337,9 @@ class EvalConfig:
     """NMS IoU threshold."""
     max_det: int = _opt(300, check=_in_range(1))
     """Keep at most this many detections per image."""
-    nms: str = _opt("iou", choices=("iou", "diou", "none"))
-    """Suppression criterion: plain IoU, DIoU (IoU minus normalised centre distance), or none (NMS-free heads: the
-    ``max_det`` best-scoring candidates)."""
+    nms: str = _opt("iou", choices=("iou", "diou", "none", "peaks"))
+    """Suppression criterion: plain IoU, DIoU (IoU minus normalised centre distance), none (NMS-free heads: the
+    ``max_det`` best-scoring candidates), or peaks (CenterNet: local maxima of each class map, one level)."""
     variance_voting: bool = _opt(False)
     """Refine kept boxes by variance voting over their overlapping neighbours; needs ``model.box_uncertainty``."""
     batch_size: int = _opt(32, check=_in_range(1))

@@ -1,4 +1,4 @@
-"""Ablations (``detector/ablation.py``, ``tools/ablate.py``): spec parsing from YAML and the command line,
+"""Ablations (``detector/ablation/``, ``tools/ablate.py``): spec parsing from YAML and the command line,
 up-front validation naming the variant, the summary's numbers, skip / resume / failure handling, plots, and
 one real tiny ablation (2 variants x 1 seed) through ``fit``.
 
@@ -44,8 +44,11 @@ from detector.ablation import (
     with_cli_overrides,
     write_plots,
 )
+from detector.ablation.bootstrap import read_detections
+from detector.build import build_dataset
 from detector.config import CONFIG_DIR, REPO_ROOT, save_config
 from detector.engine.trainer import fit
+from detector.evaluation.coco import evaluate_coco
 from detector.errors import ConfigError
 
 TINY = ["data.max_images=2", "data.img_size=64", "data.workers=0", "train.batch_size=2", "train.nbs=2",
@@ -309,8 +312,8 @@ def test_summary_table_values_are_worked_out_by_hand(tmp_path):
     assert report.failed[0].error == "FloatingPointError: non-finite loss at epoch 1"
 
     md = (tmp_path / "summary.md").read_text()
-    rows = {line.split(" | ")[0].strip("| *"): line.split(" | ") for line in md.splitlines()
-            if line.startswith("| ") and "---" not in line}
+    rows = {line.split(" | ")[0].strip("| *"): line.split(" | ") for line in md.split("\n## ")[0].splitlines()
+            if line.startswith("| ") and "---" not in line}  # the summary table (paired tables follow under ##)
     header = rows.pop("variant")
     assert header[2:8] == ["mAP50-95", "Δ mAP50-95", "mAP50", "Δ mAP50", "mAP75", "lbox"]
     assert rows["ciou"][2:11] == ["0.3200 ± 0.0283", "ref (ciou)", "0.5300 ± 0.0424", "ref (ciou)",
@@ -482,6 +485,18 @@ def test_real_tiny_ablation_two_variants_one_seed(tmp_path, one_thread, capsys):
     assert tool.main(["--spec", str(spec_file), "--out", str(out), "--summary-only"]) == 0
     assert "2 done, 0 to resume, 0 to train" in capsys.readouterr().out
     assert (out / "summary.md").is_file()
+    # each run saved its final detections: re-scored with pycocotools they give results.json's numbers, and the
+    # image bootstrap of the summary starts from their difference on the full evaluation set
+    run = plan_runs(load_spec(spec_file), out)[0]
+    coco_gt = build_dataset(run.cfg, run.cfg.eval.split).coco_gt()
+    maps = {}
+    for name in ("ciou", "focal_eiou"):
+        image_ids, dets = read_detections(out / name / "seed0" / "detections.json")
+        maps[name] = json.loads((out / name / "seed0" / "results.json").read_text())["stats"]["mAP"]
+        assert evaluate_coco(coco_gt, dets, image_ids=image_ids)["mAP"] == pytest.approx(maps[name], abs=1e-12)
+    assert tool.main(["--spec", str(spec_file), "--out", str(out), "--summary-only", "--bootstrap", "3"]) == 0
+    boot = (out / "summary.md").read_text().split("## Evaluation-set bootstrap")[1]
+    assert f"| focal_eiou | 1 | {maps['focal_eiou'] - maps['ciou']:+.4f} | [" in boot
     report = ablate(load_spec(spec_file), out, train=lambda *a, **k: pytest.fail("trained again"),
                     log=lambda s: None)
     assert [o.status for o in report.outcomes] == ["done", "done"]

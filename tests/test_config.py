@@ -297,7 +297,7 @@ def test_override_errors_name_the_set_item(item, message):
     ("train:\n  device: gpu\n", "2: train.device: 'gpu' is not one of auto, cpu, cuda, cuda:N (N a GPU index)"),
     # invalid choices
     ("train:\n  schedule: cos\n", "2: train.schedule: 'cos' is not one of linear, cosine; did you mean 'cosine'?"),
-    ("eval:\n  nms: soft\n", "2: eval.nms: 'soft' is not one of iou, diou, none"),
+    ("eval:\n  nms: soft\n", "2: eval.nms: 'soft' is not one of iou, diou, none, peaks"),
     # consistency across sections
     ("model:\n  strides: [8, 16]\n", "1: model.anchors: has 3 levels but model.strides has 2; "
                                      "give one anchor list per stride"),

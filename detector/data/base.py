@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import os
+import warnings
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
@@ -32,6 +35,56 @@ def dataset_error(file: str, message: str, line: int | None = None) -> DatasetEr
     err = DatasetError(f"{where}: {message}")
     err.file, err.line = file, line
     return err
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset file, located by file, line or annotation id.
+
+    ``fatal`` problems stop a dataset from being built (all of them listed together); the others
+    were repaired or are harmless and are reported as warnings.
+    """
+
+    file: str
+    message: str
+    line: int | None = None
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.message}"
+
+
+def problem_from_error(err: DatasetError, fallback_file: str = "") -> Problem:
+    """The fatal :class:`Problem` a DatasetError from :func:`dataset_error` stands for (its location split off)."""
+    file, line = getattr(err, "file", None), getattr(err, "line", None)
+    text = str(err)
+    if not file:
+        return Problem(fallback_file, text, None)
+    prefix = f"{file}:{line}: " if line is not None else f"{file}: "
+    return Problem(file, text.removeprefix(prefix), line)
+
+
+def problems_error(problems: list[Problem], limit: int = 20) -> DatasetError:
+    """One DatasetError listing ``problems`` (the first ``limit`` of them, then a count of the rest).
+
+    A single problem gives the plain ``file:line: message`` text; ``file``/``line`` attributes are the first's.
+    """
+    lines = [str(p) for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more problems")
+    head = "" if len(problems) == 1 else f"{len(problems)} problems in the dataset:\n"
+    err = DatasetError(head + "\n".join(lines))
+    err.file, err.line = problems[0].file, problems[0].line
+    err.problems = list(problems)
+    return err
+
+
+def raise_fatal(problems: list[Problem]) -> None:
+    """Raise :func:`problems_error` of the fatal ones among ``problems``, if any."""
+    fatal = [p for p in problems if p.fatal]
+    if fatal:
+        raise problems_error(fatal)
 
 
 @dataclass
@@ -80,12 +133,83 @@ class ImageRecord:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+EXIF_ORIENTATION = 0x0112
+
+
+def _decode_fails(path: str) -> str | None:
+    """PIL's full decode of ``path``: None if it decodes, else its error text (e.g. 'image file is truncated')."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError) as e:
+        return str(e) or type(e).__name__
+    return None
+
+
+def truncation_error(path: str, head: bytes, tail: bytes) -> str | None:
+    """Why a JPEG whose first and last two bytes are ``head``/``tail`` is truncated, else None.
+
+    A JPEG ends with the EOI marker ``FF D9``; a file that starts like a JPEG but does not end with it is
+    decoded in full once (some cameras append data after EOI) and reported only if that decode fails.
+    """
+    if head != JPEG_START or tail == JPEG_END:
+        return None
+    reason = _decode_fails(path)
+    return None if reason is None else f"truncated JPEG (no end marker; {reason}); re-export or remove it"
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What :func:`read_image_header` learns without decoding pixels: stored ``height``, ``width``, EXIF
+    ``orientation`` (1 = upright; 5..8 swap width and height when applied), and the file ``format``."""
+
+    height: int
+    width: int
+    orientation: int = 1
+    format: str = ""
+
+
+def read_image_header(path: str) -> ImageHeader:
+    """Size, EXIF orientation and format of an image file from its header (plus a truncation check for JPEGs).
+
+    Raises DatasetError naming the file when it is missing, empty, not an image, or a truncated JPEG.
+    """
+    try:
+        with open(path, "rb") as f, Image.open(f) as im:
+            width, height = im.size
+            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            fmt = im.format or ""
+            f.seek(0)
+            head = f.read(2)
+            f.seek(-2, os.SEEK_END)
+            tail = f.read(2)
+    except FileNotFoundError:
+        raise dataset_error(path, "image file not found") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        what = "empty file (0 bytes)" if size == 0 else f"not an image PIL can read ({e})"
+        raise dataset_error(path, f"cannot read image header: {what}") from None
+    truncated = truncation_error(path, head, tail)
+    if truncated:
+        raise dataset_error(path, truncated)
+    return ImageHeader(int(height), int(width), orientation, fmt)
+
+
 def read_image_rgb(path: str) -> np.ndarray:
     """Read an image file -> ndarray[H, W, 3] uint8 RGB (EXIF orientation ignored).
 
-    Raises DatasetError naming the file when it is missing or cannot be decoded.
+    Raises DatasetError naming the file when it is missing, cannot be decoded, or is a truncated JPEG
+    (which OpenCV would decode with a grey bottom and only a libjpeg warning naming no file).
     """
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # (nbytes,)
+    except OSError:
+        data = np.zeros(0, np.uint8)
+    truncated = truncation_error(path, data[:2].tobytes(), data[-2:].tobytes())
+    if truncated:
+        raise dataset_error(path, truncated)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if image is None:
         raise dataset_error(path, "cannot read image (missing file or not an image OpenCV can decode)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -113,6 +237,19 @@ def check_names(names, source: str) -> list[str]:
     return list(names)
 
 
+def warn_problems(source: str, problems: list[Problem], repairs: dict[str, int], limit: int = 10) -> None:
+    """One warning for the non-fatal ``problems`` and the ``repairs`` made while reading ``source``."""
+    notes = [p for p in problems if not p.fatal]
+    done = {k: v for k, v in repairs.items() if v}
+    if not notes and not done:
+        return
+    text = [f"{source}: " + ", ".join(f"{v} {k}" for k, v in done.items())] if done else [f"{source}:"]
+    text += [f"  {p}" for p in notes[:limit]]
+    if len(notes) > limit:
+        text.append(f"  ... and {len(notes) - limit} more (tools/check_data.py lists them all)")
+    warnings.warn("\n".join(text), stacklevel=3)
+
+
 class DetectionDataset(Dataset):
     """Base of the COCO, YOLO and VOC datasets: a list of :class:`ImageRecord` plus class names.
 
@@ -123,10 +260,16 @@ class DetectionDataset(Dataset):
         names (list[str]): class name of each contiguous index.
         cat_ids (list[int]): COCO category id of each contiguous index (``index -> id``).
         source (str): the file or folder the annotations came from, for messages.
+        problems (list[Problem]): what was found wrong while reading (with ``strict=False`` the fatal ones
+            too, their images left out); empty for a clean dataset.
+        repairs (dict[str, int]): count of each kind of repair made (``{"clipped coordinates": 3}``).
     """
 
     def __init__(self, records: list[ImageRecord], names: list[str], cat_ids: list[int] | None = None,
-                 source: str = "") -> None:
+                 source: str = "", problems: list[Problem] | None = None,
+                 repairs: dict[str, int] | None = None) -> None:
+        self.problems = list(problems or [])
+        self.repairs = {k: v for k, v in (repairs or {}).items() if v}
         self.records = list(records)
         self.names = list(names)
         self.cat_ids = list(cat_ids) if cat_ids is not None else list(range(1, len(names) + 1))

@@ -12,12 +12,13 @@ objects are kept as ordinary boxes. Image ids are positions in the split list (0
 from __future__ import annotations
 
 import os
-import warnings
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from detector.data.base import DetectionDataset, ImageRecord, check_names, dataset_error
+from detector.data.base import (DetectionDataset, ImageRecord, Problem, check_names, dataset_error,
+                                problem_from_error, raise_fatal, warn_problems)
+from detector.errors import DatasetError
 
 
 def split_file(root: str, split: str) -> str:
@@ -53,6 +54,8 @@ def parse_voc_xml(path: str, class_index: dict[str, int]) -> tuple[np.ndarray, n
             corners.append([float(obj.findtext(f"bndbox/{t}")) for t in ("xmin", "ymin", "xmax", "ymax")])
         except (TypeError, ValueError):
             raise dataset_error(path, f"object {k} ({name}): needs numeric bndbox xmin, ymin, xmax, ymax") from None
+        if not np.isfinite(corners[-1]).all():
+            raise dataset_error(path, f"object {k} ({name}): bndbox has a non-finite value {corners[-1]}")
         names.append(name)
     corners = np.asarray(corners, dtype=np.float32).reshape(-1, 4)  # (k, 4) 1-based inclusive
     labels = np.asarray([class_index[n] for n in names], dtype=np.int64)
@@ -77,25 +80,34 @@ class VocDataset(DetectionDataset):
     """
 
     def __init__(self, root: str, split: str, names: list[str], max_images: int | None = None,
-                 image_ext: str = ".jpg") -> None:
+                 image_ext: str = ".jpg", strict: bool = True) -> None:
         names = check_names(names, root)
         ids_file = split_file(root, split)
         if not os.path.isfile(ids_file):
             raise dataset_error(ids_file, f"split list not found (split {split!r} of VOC folder {root})")
-        with open(ids_file, encoding="utf-8") as f:
+        with open(ids_file, encoding="utf-8-sig") as f:
             ids = [ln.split()[0] for ln in f if ln.strip()]
         if max_images is not None:
             ids = ids[:max_images]
         class_index = {n: i for i, n in enumerate(names)}
-        records, self.dropped_boxes = [], 0
+        records, problems, self.dropped_boxes = [], [], 0
         for image_id, stem in enumerate(ids):
             xml = os.path.join(root, "Annotations", stem + ".xml")
-            boxes, labels, height, width, dropped = parse_voc_xml(xml, class_index)
-            self.dropped_boxes += dropped
             image = os.path.join(root, "JPEGImages", stem + image_ext)
-            if not os.path.isfile(image):
-                raise dataset_error(image, f"image of {xml} (listed in {ids_file}) not found")
+            try:
+                boxes, labels, height, width, dropped = parse_voc_xml(xml, class_index)
+                if not os.path.isfile(image):
+                    raise dataset_error(image, f"image of {xml} (listed in {ids_file}) not found")
+            except DatasetError as e:
+                problems.append(problem_from_error(e, xml))
+                continue
+            if dropped:
+                problems.append(Problem(xml, f"{dropped} zero-area boxes (xmax <= xmin or ymax <= ymin) dropped",
+                                        fatal=False))
+            self.dropped_boxes += dropped
             records.append(ImageRecord(image, image_id, height, width, boxes, labels))
-        if self.dropped_boxes:
-            warnings.warn(f"{ids_file}: dropped {self.dropped_boxes} zero-area boxes", stacklevel=2)
-        super().__init__(records, names, source=ids_file)
+        if strict:
+            raise_fatal(problems)
+        repairs = {"zero-area boxes dropped": self.dropped_boxes}
+        warn_problems(ids_file, problems, repairs)
+        super().__init__(records, names, source=ids_file, problems=problems, repairs=repairs)

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
-from detector.data.base import DetectionDataset, ImageRecord, check_names, dataset_error
+from detector.data.base import (DetectionDataset, ImageRecord, Problem, check_names, dataset_error,
+                                problem_from_error, raise_fatal, read_image_header, warn_problems)
+from detector.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+COORD_TOLERANCE = 1e-3
+"""How far outside ``[0, 1]`` a normalised coordinate may be (exporter rounding, e.g. ``1.0000001``) and still
+be clipped into it and counted; beyond it the line is an error. 1e-3 is 0.64 px of a 640-px image."""
 
 
 def list_images(spec: str) -> list[str]:
@@ -56,40 +61,102 @@ def label_path(image_path: str, label_dir: str | None = None) -> str:
     return os.path.join(folder, stem + ".txt")
 
 
+class _BadLine(ValueError):
+    """A label line that cannot be used; its message says why and what would be valid."""
+
+
+def _parse_line(line: str, num_classes: int) -> tuple[int, list[float], bool]:
+    """One non-empty label line -> ``(class, [cx, cy, w, h] normalised, clipped)``; raises _BadLine.
+
+    Coordinates within ``COORD_TOLERANCE`` outside ``[0, 1]`` are clipped into it (``clipped`` is True).
+    """
+    parts = line.split()
+    try:
+        values = np.asarray([float(v) for v in parts], dtype=np.float64)  # (n,)
+    except ValueError:
+        raise _BadLine(f"expected numbers 'class cx cy w h', got {line.strip()!r}") from None
+    if not np.isfinite(values).all():
+        bad = [p for p, v in zip(parts, values) if not np.isfinite(v)]
+        raise _BadLine(f"non-finite value {bad[0]!r} (nan / inf); expected numbers 'class cx cy w h', "
+                       f"got {line.strip()!r}")
+    if not (len(values) == 5 or (len(values) >= 7 and len(values) % 2 == 1)):
+        raise _BadLine(f"expected 5 values 'class cx cy w h' (or a class and >= 3 polygon points), "
+                       f"got {len(values)}: {line.strip()!r}")
+    cls, coords = values[0], values[1:]
+    if cls != int(cls) or not 0 <= cls < num_classes:
+        raise _BadLine(f"class {parts[0]!r} is not an integer in 0..{num_classes - 1}")
+    if ((coords < -COORD_TOLERANCE) | (coords > 1 + COORD_TOLERANCE)).any():
+        raise _BadLine(f"coordinates must be normalised to [0, 1] (tolerance {COORD_TOLERANCE}), "
+                       f"got {line.strip()!r}")
+    clipped = bool(((coords < 0) | (coords > 1)).any())
+    coords = np.clip(coords, 0.0, 1.0)
+    if len(coords) == 4:
+        box = coords.tolist()
+    else:
+        xy = coords.reshape(-1, 2)  # (m, 2) polygon points
+        (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
+        box = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+    return int(cls), box, clipped
+
+
+@dataclass
+class LabelFile:
+    """A parsed YOLO label file.
+
+    Attributes:
+        labels (ndarray[k] int64): class of each usable line.
+        boxes (ndarray[k, 4] float32): normalised ``(cx, cy, w, h)`` of each usable line, within ``[0, 1]``.
+        clipped (int): lines whose coordinates were clipped into ``[0, 1]`` (within ``COORD_TOLERANCE``).
+        problems (list[Problem]): one fatal problem per unusable line (or one for the whole file).
+    """
+
+    labels: np.ndarray
+    boxes: np.ndarray
+    clipped: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def read_label_file(path: str, num_classes: int) -> LabelFile:
+    """Read one YOLO label file, collecting a :class:`Problem` (file and line) for every bad line.
+
+    The text is UTF-8, a leading byte-order mark (BOM) is accepted; other bytes are one problem
+    naming the line of the first bad byte.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        problem = Problem(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}); save it as UTF-8 "
+                                f"with lines 'class cx cy w h'", line)
+        return LabelFile(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), 0, [problem])
+    labels, boxes, clipped, problems = [], [], 0, []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            cls, box, was_clipped = _parse_line(line, num_classes)
+        except _BadLine as e:
+            problems.append(Problem(path, str(e), lineno))
+            continue
+        labels.append(cls)
+        boxes.append(box)
+        clipped += was_clipped
+    return LabelFile(np.asarray(labels, dtype=np.int64), np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                     clipped, problems)
+
+
 def parse_label_file(path: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Read one YOLO label file -> ``(labels int64[k], boxes float32[k, 4] normalised cxcywh)``.
 
-    Raises DatasetError naming the file and line for a malformed line, a class outside
-    ``0..num_classes-1`` or a coordinate outside ``[0, 1]``.
+    Raises DatasetError naming the file and line of every malformed line (non-numeric or non-finite
+    fields, a wrong field count, a class outside ``0..num_classes-1``, a coordinate outside ``[0, 1]``
+    by more than ``COORD_TOLERANCE``) or of the first non-UTF-8 byte.
     """
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    labels, boxes = [], []
-    for lineno, line in enumerate(lines, start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            values = [float(v) for v in parts]
-        except ValueError:
-            raise dataset_error(path, f"expected numbers 'class cx cy w h', got {line.strip()!r}", lineno) from None
-        if len(values) == 5:
-            box = values[1:]
-        elif len(values) >= 7 and len(values) % 2 == 1:
-            xy = np.asarray(values[1:]).reshape(-1, 2)  # (m, 2) polygon points
-            (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
-            box = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
-        else:
-            raise dataset_error(path, f"expected 5 values 'class cx cy w h' (or a class and >= 3 polygon "
-                                      f"points), got {len(values)}: {line.strip()!r}", lineno)
-        cls = values[0]
-        if cls != int(cls) or not 0 <= cls < num_classes:
-            raise dataset_error(path, f"class {parts[0]!r} is not an integer in 0..{num_classes - 1}", lineno)
-        if not all(0.0 <= v <= 1.0 for v in values[1:]):
-            raise dataset_error(path, f"coordinates must be normalised to [0, 1], got {line.strip()!r}", lineno)
-        labels.append(int(cls))
-        boxes.append(box)
-    return np.asarray(labels, dtype=np.int64), np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    parsed = read_label_file(path, num_classes)
+    raise_fatal(parsed.problems)
+    return parsed.labels, parsed.boxes
 
 
 def normalised_cxcywh_to_xyxy(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -101,13 +168,10 @@ def normalised_cxcywh_to_xyxy(boxes: np.ndarray, width: int, height: int) -> np.
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` of an image file from its header (no EXIF rotation); DatasetError if unreadable."""
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-    except (OSError, ValueError) as e:
-        raise dataset_error(path, f"cannot read image header: {e}") from None
-    return height, width
+    """``(height, width)`` of an image file from its header (no EXIF rotation); DatasetError if unreadable
+    or a truncated JPEG."""
+    header = read_image_header(path)
+    return header.height, header.width
 
 
 class YoloDataset(DetectionDataset):
@@ -122,10 +186,14 @@ class YoloDataset(DetectionDataset):
     Attributes (besides :class:`DetectionDataset`'s):
         orphan_labels (list[str]): label files in the label folder(s) that have no image.
         dropped_boxes (int): boxes left out because they have zero width or height in pixels.
+
+    With ``strict`` (the default) every bad label line and unreadable image is listed in one DatasetError;
+    with ``strict=False`` they are kept in ``problems`` and their images left out (for ``tools/check_data.py``).
+    Coordinates just outside ``[0, 1]`` (within ``COORD_TOLERANCE``) are clipped and counted in ``repairs``.
     """
 
     def __init__(self, images: str, names: list[str], label_dir: str | None = None,
-                 max_images: int | None = None) -> None:
+                 max_images: int | None = None, strict: bool = True) -> None:
         names = check_names(names, images)
         paths = list_images(images)
         if not paths:
@@ -137,18 +205,48 @@ class YoloDataset(DetectionDataset):
                           f"{[os.path.basename(p) for p in self.orphan_labels[:10]]}", stacklevel=2)
         if max_images is not None:
             paths, label_files = paths[:max_images], label_files[:max_images]
-        records, self.dropped_boxes = [], 0
+        records, problems, clipped, dropped = [], [], 0, 0
         for image_id, (path, lbl) in enumerate(zip(paths, label_files)):
+            record, image_problems, n_clipped = self._record(image_id, path, lbl, len(names))
+            problems += image_problems
+            clipped += n_clipped
+            if record is not None:
+                dropped += record.labels.size
+                record = self._drop_degenerate(record)
+                dropped -= record.labels.size
+                records.append(record)
+        if strict:
+            raise_fatal(problems)
+        self.dropped_boxes = dropped
+        repairs = {"coordinates clipped into [0, 1]": clipped, "zero-area boxes dropped": dropped}
+        warn_problems(images, problems, repairs)
+        super().__init__(records, names, source=images, problems=problems, repairs=repairs)
+
+    @staticmethod
+    def _record(image_id: int, path: str, lbl: str, num_classes: int
+                ) -> tuple[ImageRecord | None, list[Problem], int]:
+        """The record of one image (None if its image or label file is unusable), its problems, clipped lines."""
+        try:
             height, width = image_size(path)
-            if os.path.isfile(lbl):
-                labels, cxcywh = parse_label_file(lbl, len(names))
-            else:
-                labels, cxcywh = np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
-            boxes = normalised_cxcywh_to_xyxy(cxcywh, width, height)
-            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            self.dropped_boxes += int((~keep).sum())
-            records.append(ImageRecord(path, image_id, height, width, boxes[keep], labels[keep]))
-        super().__init__(records, names, source=images)
+        except DatasetError as e:
+            return None, [problem_from_error(e, path)], 0
+        if not os.path.isfile(lbl):
+            return ImageRecord(path, image_id, height, width), [], 0
+        parsed = read_label_file(lbl, num_classes)
+        if any(p.fatal for p in parsed.problems):
+            return None, parsed.problems, parsed.clipped
+        boxes = normalised_cxcywh_to_xyxy(parsed.boxes, width, height)
+        return ImageRecord(path, image_id, height, width, boxes, parsed.labels), parsed.problems, parsed.clipped
+
+    @staticmethod
+    def _drop_degenerate(record: ImageRecord) -> ImageRecord:
+        """The record without boxes of zero width or height in pixels."""
+        boxes = record.boxes
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # (k,)
+        if keep.all():
+            return record
+        return ImageRecord(record.path, record.image_id, record.height, record.width, boxes[keep],
+                           record.labels[keep])
 
     @staticmethod
     def _orphan_labels(label_files: list[str]) -> list[str]:

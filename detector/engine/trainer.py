@@ -30,6 +30,7 @@ from detector.engine.optim import LRSchedule, accumulate_steps, apply_lr, build_
 from detector.engine.rng import get_rng_state, seed_everything, set_rng_state
 from detector.evaluation.coco import detections_to_coco, evaluate_coco, format_coco_table, write_results_json
 from detector.ops.nms import postprocess_scores
+from detector.ops.peaks import peak_detections
 from detector.structures import detection_scores
 
 
@@ -138,6 +139,8 @@ def _float32(outputs):
         t = getattr(outputs, name, None)
         if t is not None and t.dtype != torch.float32:
             setattr(outputs, name, t.float())
+    if getattr(outputs, "one_to_one", None) is not None:
+        _float32(outputs.one_to_one)
     return outputs
 
 
@@ -146,6 +149,9 @@ def predict(model: nn.Module, coder, images: Tensor, eval_cfg) -> list[Tensor]:
     """images (Tensor[B,3,H,W]) -> B tensors [k, 6] = (x1, y1, x2, y2, score, class) in input pixels."""
     outputs = _float32(model(images))
     boxes = coder.decode(outputs.box, outputs.priors)  # (B, P, 4)
+    if eval_cfg.nms == "peaks":  # CenterNet: local maxima of the class maps, no NMS
+        return peak_detections(boxes, detection_scores(outputs), outputs.priors.level_shapes[0],
+                               conf_thres=eval_cfg.conf_thres, max_det=eval_cfg.max_det)
     log_var = outputs.box_log_var
     if log_var is not None:  # grid-cell units -> pixels, so variance voting compares boxes across levels
         log_var = log_var + 2 * torch.log(outputs.priors.strides)[:, None]  # (B, P, 4)
@@ -162,8 +168,12 @@ def predict(model: nn.Module, coder, images: Tensor, eval_cfg) -> list[Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, coder, loader, dataset, eval_cfg, device: torch.device, progress: bool = True) -> dict[str, float]:
-    """COCO mAP (pycocotools) of ``model`` on ``loader``'s images; boxes mapped back to original pixels."""
+def evaluate(model: nn.Module, coder, loader, dataset, eval_cfg, device: torch.device, progress: bool = True,
+             detections_path: Path | None = None) -> dict[str, float]:
+    """COCO mAP (pycocotools) of ``model`` on ``loader``'s images; boxes mapped back to original pixels.
+
+    ``detections_path``: also write ``{"image_ids": [...], "detections": [COCO result dicts]}`` there (JSON),
+    so the score can be recomputed, or bootstrapped over images, without the model."""
     model.eval()
     results, image_ids = [], []
     for batch in _progress(loader, total=len(loader), desc="eval", enabled=progress):
@@ -174,6 +184,8 @@ def evaluate(model: nn.Module, coder, loader, dataset, eval_cfg, device: torch.d
         ids = [meta.image_id for meta in batch.metas]
         results += detections_to_coco(dets, ids, dataset.cat_ids)
         image_ids += ids
+    if detections_path is not None:
+        Path(detections_path).write_text(json.dumps({"image_ids": image_ids, "detections": results}))
     return evaluate_coco(dataset.coco_gt(), results, image_ids=image_ids)
 
 
@@ -221,6 +233,8 @@ def fit(
             ema.load_state_dict({"module": ckpt["ema"], "updates": ckpt["ema_updates"]})
         if ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
+        if hasattr(criterion, "load_state_dict"):  # stateful losses (wiou, ghm); absent in older checkpoints
+            criterion.load_state_dict(ckpt.get("criterion", {}))
         state = TrainState(epoch=ckpt["epoch"], best_fitness=ckpt["best_fitness"], metrics=ckpt.get("metrics", {}))
         set_rng_state(ckpt["rng"])
         print(f"Resuming {resume} after epoch {state.epoch + 1}/{tc.epochs}")
@@ -256,7 +270,8 @@ def fit(
         evaluated = None
         if (epoch + 1) % tc.eval_interval == 0 or last_epoch:
             eval_model = ema.module if ema is not None else model
-            evaluated = evaluate(eval_model, coder, parts.val_loader, parts.val_dataset, cfg.eval, device, progress=progress)
+            evaluated = evaluate(eval_model, coder, parts.val_loader, parts.val_dataset, cfg.eval, device,
+                                 progress=progress, detections_path=run_dir / "detections.json" if last_epoch else None)
             final_stats = evaluated
             for k, v in evaluated.items():
                 writer.add_scalar(f"metrics/{k}", v, epoch)
@@ -276,6 +291,7 @@ def fit(
             "ema_updates": ema.updates if ema is not None else 0,
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if amp else None,
+            "criterion": criterion.state_dict() if hasattr(criterion, "state_dict") else {},
             "epoch": epoch,
             "best_fitness": state.best_fitness,
             "config": config_to_dict(cfg),

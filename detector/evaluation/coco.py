@@ -59,9 +59,30 @@ def load_coco_gt(path: str | os.PathLike, verbose: bool = False):
         raise DatasetError(f"{path}: COCO annotation file not found (expected an instances_*.json)")
     try:
         with _quiet(verbose):
-            return COCO(str(path))
+            return with_positive_ann_ids(COCO(str(path)))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path}: not a valid COCO instances JSON ({type(exc).__name__}: {exc})") from exc
+
+
+def with_positive_ann_ids(coco_gt):
+    """``coco_gt`` itself if its annotation ids are unique and >= 1, else a copy with ids renumbered ``1..N``.
+
+    pycocotools' COCOeval records a match as the partner's id and reads 0 as "no match", so a ground-truth
+    annotation with id 0 (Roboflow exports start at 0) is never counted as found; repeated ids collide in its
+    index. Results refer to images and categories only, so renumbering the ground truth changes no score.
+    """
+    from pycocotools.coco import COCO
+
+    ids = [a.get("id") for a in coco_gt.dataset.get("annotations", [])]
+    if all(isinstance(i, int) and i >= 1 for i in ids) and len(set(ids)) == len(ids):
+        return coco_gt
+    data = dict(coco_gt.dataset)
+    data["annotations"] = [{**a, "id": k + 1} for k, a in enumerate(coco_gt.dataset["annotations"])]
+    renumbered = COCO()
+    renumbered.dataset = data
+    with _quiet(verbose=False):
+        renumbered.createIndex()
+    return renumbered
 
 
 def coco_gt_from_boxes(
@@ -194,10 +215,12 @@ def evaluate_coco(
 
     Note (pycocotools semantics): categories with no ground truth in the evaluated images are
     left out of the means, so detections of such categories cost nothing; crowd ground truths
-    (``iscrowd = 1``) are ignored regions, and detections matched to them count neither way.
+    (``iscrowd = 1``) are ignored regions, and detections matched to them count neither way. Ground-truth
+    annotation ids of 0 or repeated ids are renumbered first (:func:`with_positive_ann_ids`).
     """
     from pycocotools.cocoeval import COCOeval
 
+    coco_gt = with_positive_ann_ids(coco_gt)
     gt_ids = set(coco_gt.getImgIds())
     if image_ids is None:
         eval_ids = sorted(gt_ids)

@@ -90,8 +90,9 @@ class Detector(nn.Module):
         if self.feature_levels is not None:
             features = [features[i] for i in self.feature_levels]
         h, w = images.shape[-2:]
+        up = getattr(self.head, "upsample", 1)  # a head that upsamples its inputs (CenterNet's stride-4 map)
         for f, s in zip(features, self.strides):
-            if tuple(f.shape[-2:]) != (h // s, w // s):
+            if tuple(f.shape[-2:]) != (h // (s * up), w // (s * up)):
                 raise ValueError(
                     f"Detector: a feature map of size {tuple(f.shape[-2:])} for stride {s} on a {h}x{w} input; "
                     f"the strides {self.strides} do not match the backbone"
@@ -121,6 +122,7 @@ def build_yolov5(
     in_channels: int = 3,
     head: Callable[..., nn.Module] | None = None,
     point_priors: bool = False,
+    upsample: int = 1,
 ) -> Detector:
     """YOLOv5 v6+ (``yolov5{n,s,m,l,x}.yaml``): CSP-Darknet + SPPF, PAN neck, a head on P3/P4/P5 (or a subset).
 
@@ -137,6 +139,8 @@ def build_yolov5(
         head: ``head(in_channels, num_classes, num_anchors, strides, box_uncertainty) -> nn.Module`` (an entry of
             ``detector.build.HEADS``); default :class:`YOLOv5Head`.
         point_priors: one point prior per cell (anchor-free heads); ``anchors`` is then ignored.
+        upsample: the head upsamples its inputs by this factor, so ``strides`` are those of the neck levels divided
+            by it (CenterNet: ``strides=(4,)`` from the stride-8 level with ``upsample=2``).
     """
     if size not in YOLOV5_SIZES:
         raise ValueError(f"build_yolov5: unknown size {size!r} (model.size); valid: {sorted(YOLOV5_SIZES)}")
@@ -146,11 +150,12 @@ def build_yolov5(
     if d <= 0 or w <= 0:
         raise ValueError(f"build_yolov5: depth_multiple and width_multiple must be > 0, got {d} and {w}")
     strides = tuple(int(s) for s in strides)
-    available = CSPDarknet.strides
+    available = tuple(s // upsample for s in CSPDarknet.strides)
     if not strides or any(s not in available for s in strides) or list(strides) != sorted(set(strides)):
         raise ValueError(
             f"build_yolov5: strides {list(strides)} (model.strides) do not match the YOLOv5 architecture, "
-            f"whose P3/P4/P5 outputs have strides {list(available)} (give all of them or a subset, in order)"
+            f"whose P3/P4/P5 outputs have strides {list(CSPDarknet.strides)} (give all of them or a subset, in "
+            f"order{f'; divided by the head upsampling {upsample}: {list(available)}' if upsample > 1 else ''})"
         )
     levels = [available.index(s) for s in strides]
     if point_priors:

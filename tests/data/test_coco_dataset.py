@@ -87,11 +87,17 @@ def test_images_without_annotations_have_no_boxes(coco128):
         assert sample.boxes.shape == (0, 4) and sample.labels.shape == (0,)
 
 
-def test_coco_gt_is_the_original_file_and_subsets_filter_it(coco128):
-    """Whole dataset: the loaded file itself (939 annotations, crowd kept). First 5 images: only
-    their images and annotations, crowd included, the categories unchanged."""
+def test_coco_gt_holds_the_files_boxes_and_subsets_filter_it(coco128, coco128_json):
+    """Whole dataset: no coco128 box reaches outside its image, so the ground truth holds the file's 939
+    annotations (10 crowd) with their bbox, area and category, renumbered 1..939 in file order. First 5 images:
+    only their images and annotations, crowd included, the categories unchanged."""
     gt = coco128.coco_gt()
-    assert gt is coco128.coco and len(gt.anns) == 939
+    assert len(gt.anns) == 939 and sorted(gt.anns) == list(range(1, 940))
+    assert sum(a["iscrowd"] for a in gt.anns.values()) == 10
+    key = lambda a: (a["image_id"], a["category_id"], a["iscrowd"], round(a["area"], 2),  # noqa: E731
+                     *[round(v, 2) for v in a["bbox"]])
+    assert sorted(map(key, gt.anns.values())) == sorted(map(key, coco128_json["annotations"]))
+    assert sorted(gt.getImgIds()) == sorted(im["id"] for im in coco128_json["images"])
     sub = coco128.subset(5)
     assert len(sub) == 5 and sub.image_ids == coco128.image_ids[:5]
     gt5 = sub.coco_gt()

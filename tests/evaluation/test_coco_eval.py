@@ -271,3 +271,24 @@ def test_write_results_json_atomic(tmp_path):
     assert os.listdir(path.parent) == ["metrics.json"]
     with pytest.raises(ValueError, match="stats"):
         write_results_json(path, stats, {"stats": 1})
+
+
+@pytest.mark.parametrize("ids", [[0, 1, 2], [5, 5, 6]])
+def test_annotation_id_zero_or_repeated_still_scores_one(tmp_path, ids):
+    """Roboflow exports number annotations from 0; pycocotools stores a match as the partner's id and reads 0 as
+    "no match", so unrenumbered the id-0 box counts as missed (recall 2/3 in category 1: AP 2/3 there, mAP 5/6).
+    Repeated ids collide in its index. Hand case: image 1 holds two class-1 boxes, image 2 one class-2 box; the
+    three boxes as detections of score 1 must give AP = AR = 1 whether the gt is loaded from file or passed in."""
+    anns = [{"id": i, "image_id": im, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+            for i, im, c, b in zip(ids, [1, 1, 2], [1, 1, 2], [[0, 0, 10, 10], [20, 20, 10, 10], [5, 5, 20, 20]])]
+    data = {"images": [{"id": 1, "width": 50, "height": 50}, {"id": 2, "width": 50, "height": 50}],
+            "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in anns]
+    from detector.data.base import coco_from_dict
+
+    for gt in (load_coco_gt(path), coco_from_dict(json.loads(path.read_text()))):
+        stats = evaluate_coco(gt, results)
+        assert stats["mAP"] == 1.0 and stats["AR100"] == 1.0

@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detector.models.common import Conv
@@ -38,6 +39,9 @@ class DecoupledHead(nn.Module):
         box_uncertainty, objectness, background, quality, box_outputs: the outputs, as for ``YOLOv5Head``.
         depth: 3x3 convolutions per tower (>= 0).
         box_width, cls_width: channels of the towers; None for YOLOv8's rule (module docstring).
+        upsample: nearest-neighbour upsampling of every input before the towers (CenterNet: 2, a stride-4 map
+            from the stride-8 level); the priors' strides are the inputs' divided by it.
+        cls_prior: initial class probability (CenterNet: 0.1, a bias of -2.19); None for YOLOv8's rule.
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class DecoupledHead(nn.Module):
         depth: int = 2,
         box_width: int | None = None,
         cls_width: int | None = None,
+        upsample: int = 1,
+        cls_prior: float | None = None,
     ):
         super().__init__()
         levels = len(in_channels)
@@ -62,8 +68,10 @@ class DecoupledHead(nn.Module):
             raise ValueError(f"DecoupledHead: need num_classes >= 1 and one anchor count and stride per input level; "
                              f"got {num_classes} classes, {levels} levels, {len(anchors)} anchor counts, "
                              f"{len(strides)} strides")
-        if depth < 0:
-            raise ValueError(f"DecoupledHead: depth must be >= 0, got {depth}")
+        if depth < 0 or upsample < 1 or not (cls_prior is None or 0.0 < cls_prior < 1.0):
+            raise ValueError(f"DecoupledHead: need depth >= 0, upsample >= 1 and cls_prior in (0, 1); got depth "
+                             f"{depth}, upsample {upsample}, cls_prior {cls_prior}")
+        self.upsample, self.cls_prior = int(upsample), cls_prior
         self.num_classes, self.num_anchors = int(num_classes), anchors
         self.layout = ChannelLayout(self.num_classes, int(box_outputs), bool(objectness), bool(background),
                                     bool(box_uncertainty), bool(quality))
@@ -90,7 +98,7 @@ class DecoupledHead(nn.Module):
         """YOLOv8's initialisation, with YOLOv5's for objectness and SSD's for the background channel.
 
         * classes: ``log(5 / C / (640 / stride)^2)``: about 5 objects per 640-pixel image spread over the cells
-          (stride 8, 80 classes: ``log(5 / 80 / 6400) = -11.54``); a softmax head's background starts at
+          (stride 8, 80 classes: ``log(5 / 80 / 6400) = -11.54``), or ``logit(cls_prior)``; a softmax head's background starts at
           probability 0.99 (``log(99 * C)``, the other logits 0);
         * box: 1.0 for a distribution head (equal bins), PyTorch's default otherwise;
         * objectness: YOLOv5's ``log(8 / (640 / stride)^2)``; quality and log-variances: 0.
@@ -100,6 +108,8 @@ class DecoupledHead(nn.Module):
         if lay.background:
             cls_b.zero_()
             cls_b[:, -1] = math.log(99.0 * c)
+        elif self.cls_prior is not None:
+            cls_b.fill_(math.log(self.cls_prior / (1.0 - self.cls_prior)))
         else:
             cls_b.fill_(math.log(5.0 / c / (640.0 / stride) ** 2))
         box_b = box_conv.bias.view(num_anchors, self.box_channels)  # (A, R [+ 1] [+ 4] [+ 1])
@@ -117,6 +127,8 @@ class DecoupledHead(nn.Module):
         split = self.layout.box_outputs + int(self.layout.objectness)
         out = []
         for x, box_t, cls_t, a in zip(features, self.box_towers, self.cls_towers, self.num_anchors):
+            if self.upsample > 1:
+                x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")  # (B, C_l, H * u, W * u)
             b, _, h, w = x.shape
             box = box_t(x).view(b, a, self.box_channels, h, w)  # (B, A, R [+ obj] [+ lv] [+ q], H, W)
             cls = cls_t(x).view(b, a, self.cls_channels, h, w)  # (B, A, C [+ bg], H, W)
