@@ -12,6 +12,8 @@ Checkpoint contract (a plain dict; the trainer fills it):
     "rng"          ``detector.engine.rng.get_rng_state()``
     "version"      int, ``CHECKPOINT_VERSION`` of the writer
     "metrics"      dict of plain values (last validation metrics)
+    "criterion"    ``DetectionCriterion.state_dict()``: the state of stateful losses (``wiou``, ``ghm``) by term,
+                   {} without them; optional (checkpoints written before it lack it and resume with {})
 
 Only tensors, str, bytes, int, float, complex, bool, None, dict, OrderedDict, list, tuple, set, torch.Size,
 torch.dtype and torch.device may appear anywhere in a checkpoint: that is what ``torch.load(weights_only=True)``

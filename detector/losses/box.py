@@ -43,7 +43,11 @@ from detector.ops.boxes import (
     aligned_iou,
     xyxy_to_cxcywh,
 )
+from detector.losses.iou_variants import ciou_mmdet_loss, mpdiou_loss, nwd_loss, shape_iou_loss, siou_loss
+from detector.losses.iou_wrappers import alpha_iou_loss, inner_loss
+from detector.losses.heatmap import centernet_l1_loss
 from detector.losses.reduction import reduce_loss
+from detector.losses.stateful import WIoULoss
 
 
 # ---------------------------------------------------------------------------------------------- coordinate losses
@@ -328,4 +332,13 @@ BOX: dict[str, Callable[..., Tensor]] = {
     "ciou": ciou_loss,
     "eiou": eiou_loss,
     "focal_eiou": focal_eiou_loss,
+    "ciou_mmdet": ciou_mmdet_loss,  # iou_variants.py: later IoU-family losses
+    "siou": siou_loss,
+    "mpdiou": mpdiou_loss,
+    "shape_iou": shape_iou_loss,
+    "nwd": nwd_loss,
+    "inner": inner_loss,  # iou_wrappers.py: a base loss named in the config, transformed
+    "alpha_iou": alpha_iou_loss,
+    "wiou": WIoULoss,  # stateful.py: a class; LossSpec makes one instance (one running mean) per spec
+    "centernet_l1": centernet_l1_loss,  # heatmap.py: CenterNet's offset + 0.1 x size L1, on the coder's values
 }

@@ -14,7 +14,8 @@ always calls these with ``reduction="none"``.
 
 ``CLS`` maps config names (``loss.cls: focal``) to the functions, including the ranking losses of
 :mod:`detector.losses.ranking` (``dr``, ``ap``), which are not per-element: they rank all the
-elements they are given and return a scalar (see that module).
+elements they are given and return a scalar (see that module). ``ghm`` (GHM-C) keeps a gradient-density
+histogram across calls: it is a class of :mod:`detector.losses.stateful`, called like the functions.
 """
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from detector.losses.heatmap import penalty_reduced_focal_loss
 from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.reduction import reduce_loss
 from detector.losses.soft_targets import quality_focal_loss, varifocal_loss
+from detector.losses.stateful import GHMCLoss
 
 
 def bce_loss(
@@ -158,6 +161,52 @@ def mse_loss(
     return reduce_loss(loss, reduction)
 
 
+def poly1_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    reduction: str = "none",
+    epsilon: float = 1.0,
+) -> Tensor:
+    """Poly-1 on binary cross-entropy (Leng et al., "PolyLoss: A Polynomial Expansion Perspective of
+    Classification Loss Functions", ICLR 2022): ``BCE + epsilon * (1 - p_t)``.
+
+    ``-log p_t = sum_j (1 - p_t)^j / j``; Poly-1 adds ``epsilon`` to the first coefficient, which adds the same
+    ``-epsilon`` to every element's gradient in ``p_t``. ``p_t = p t + (1 - p)(1 - t)`` (soft targets allowed);
+    the paper's default ``epsilon = 1``; ``epsilon = 0`` is ``bce``.
+
+    Returns:
+        Tensor[...] per element (or a scalar for ``"mean"`` / ``"sum"``).
+    """
+    p = logits.sigmoid()
+    p_t = p * target + (1.0 - p) * (1.0 - target)
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") + epsilon * (1.0 - p_t)
+    return reduce_loss(loss, reduction)
+
+
+def poly1_focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    reduction: str = "none",
+    epsilon: float = 1.0,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> Tensor:
+    """Poly-1 on the sigmoid focal loss (PolyLoss, ICLR 2022): ``FL + epsilon * (1 - p_t)^(gamma + 1)``.
+
+    The focal loss is :func:`focal_loss` (with its ``alpha_t``); the added term, the first one of the focal loss's
+    polynomial expansion, carries no ``alpha_t``, as in the paper's code. ``epsilon = 0`` is ``focal``.
+
+    Returns:
+        Tensor[...] per element (or a scalar for ``"mean"`` / ``"sum"``).
+    """
+    p = logits.sigmoid()
+    p_t = p * target + (1.0 - p) * (1.0 - target)
+    loss = focal_loss(logits, target, alpha=alpha, gamma=gamma) + epsilon * (1.0 - p_t) ** (gamma + 1.0)
+    return reduce_loss(loss, reduction)
+
+
 # Config name -> loss function. Per-element losses first, then the ranking losses (scalar result).
 CLS: dict[str, Callable[..., Tensor]] = {
     "bce": bce_loss,
@@ -167,6 +216,10 @@ CLS: dict[str, Callable[..., Tensor]] = {
     "mse": mse_loss,
     "vfl": varifocal_loss,
     "qfl": quality_focal_loss,
+    "poly1": poly1_loss,
+    "poly1_focal": poly1_focal_loss,
+    "ghm": GHMCLoss,  # stateful.py: a class; LossSpec makes one instance (one histogram) per spec
+    "penalty_focal": penalty_reduced_focal_loss,  # heatmap.py: CenterNet's heat-map focal loss
     "dr": dr_loss,
     "ap": ap_loss,
 }

@@ -50,6 +50,7 @@ from detector.losses.classification import ce_loss
 from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.recipes import Normalizers, YOLOv5Reduction, sum_of_level_means
 from detector.losses.spec import LossSpec, parse_box_loss, parse_cls_loss
+from detector.losses.stateful import StatefulLoss
 from detector.ops.boxes import aligned_ciou, aligned_iou
 from detector.structures import Assignment, HeadOutputs, Predictions
 
@@ -175,6 +176,36 @@ class DetectionCriterion:
                 f"box_space={self.box_space!r}, label_smoothing={self.label_smoothing:g}, "
                 f"assigner={self.assigner!r}, sampler={self.sampler!r})")
 
+    # ------------------------------------------------------------------------------------------ state
+    def stateful_losses(self) -> dict[str, StatefulLoss]:
+        """Term name -> the stateful losses in use (``wiou``'s running mean, ``ghm``'s histogram), by term."""
+        specs = {"box": self.box_loss, "obj": self.obj_loss, "cls": self.cls_loss, "quality": self.quality_loss,
+                 **self.extra_losses}
+        return {name: spec.fn for name, spec in specs.items() if spec is not None and isinstance(spec.fn, StatefulLoss)}
+
+    def train(self, mode: bool = True) -> "DetectionCriterion":
+        """Let the stateful losses update their state (True, the default) or only use it (False)."""
+        for loss in self.stateful_losses().values():
+            loss.train(mode)
+        return self
+
+    def eval(self) -> "DetectionCriterion":
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, dict[str, Tensor]]:
+        """{term name: that loss's state} for the stateful losses; {} when there are none (the trainer's
+        checkpoint keeps it under ``"criterion"``)."""
+        return {name: loss.state_dict() for name, loss in self.stateful_losses().items()}
+
+    def load_state_dict(self, state: Mapping[str, Mapping[str, Tensor]]) -> None:
+        """Restore what :meth:`state_dict` returned; the terms must match this criterion's stateful losses."""
+        losses = self.stateful_losses()
+        if set(state) != set(losses):
+            raise ValueError(f"DetectionCriterion.load_state_dict: the state has terms {sorted(state)}, this "
+                             f"criterion's stateful losses are {sorted(losses)} (was the loss config changed?)")
+        for name, loss in losses.items():
+            loss.load_state_dict(state[name])
+
     def gains(self, num_levels: int) -> dict[str, float]:
         """The weight of each term after the recipe's scaling for ``num_levels`` levels."""
         return self.reduction.gains(self.weights, num_levels)
@@ -279,6 +310,10 @@ class DetectionCriterion:
             target = one_hot * (pos_value - neg_value) + neg_value
             per_pair = self.cls_loss(cls[pairs.b, pairs.p], target, reduction="none")  # (M, C)
             return self.reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
+        dense = assignment.extras.get("heatmap")  # Tensor[B, P, C]: an assigner's own dense target (CenterNet)
+        if dense is not None:
+            values = self.cls_loss(cls, dense.to(device=cls.device, dtype=cls.dtype), reduction="none")  # (B, P, C)
+            return self.reduction.dense(values, keep, outputs.priors.level_offsets, False, norm)
         score = torch.ones_like(pairs.pred[:, 0]) if soft is None else soft.to(cls.dtype)
         target = torch.full_like(cls, neg_value)
         target[pairs.b, pairs.p, pairs.gt_class] = score * (pos_value - neg_value) + neg_value  # (B, P, C)

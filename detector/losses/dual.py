@@ -54,6 +54,24 @@ class DualAssignmentCriterion:
     def last_assignment(self) -> Assignment | None:
         return self.one_to_many.last_assignment
 
+    def train(self, mode: bool = True) -> "DualAssignmentCriterion":
+        """Let both criteria's stateful losses (wiou, ghm) update their state, or only use it."""
+        self.one_to_many.train(mode)
+        self.one_to_one.train(mode)
+        return self
+
+    def eval(self) -> "DualAssignmentCriterion":
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, dict]:
+        """Both criteria's stateful-loss states, under ``one_to_many`` and ``one_to_one``; {} when neither has any."""
+        state = {"one_to_many": self.one_to_many.state_dict(), "one_to_one": self.one_to_one.state_dict()}
+        return {k: v for k, v in state.items() if v}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        self.one_to_many.load_state_dict(state.get("one_to_many", {}))
+        self.one_to_one.load_state_dict(state.get("one_to_one", {}))
+
     def set_epoch(self, epoch: int, epochs: int) -> None:
         self.weight = many_weight(epoch, epochs, *self.schedule)
 

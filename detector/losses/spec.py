@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 from torch import Tensor
 
 from detector.errors import ConfigError
+from detector.losses.stateful import StatefulLoss
 
 # Keyword inputs the criterion supplies itself; a config may not set them.
 CALLER_SUPPLIED = frozenset({"reduction", "pred_log_var", "image_size"})
@@ -35,7 +36,9 @@ class LossSpec:
 
     Attributes:
         name (str): the config name (``"focal_eiou"``).
-        fn (Callable): the loss function from the table.
+        fn (Callable): the loss function from the table; for a stateful loss (a :class:`StatefulLoss` class in
+            the table: ``wiou``, ``ghm``) a fresh instance of it, so each spec, hence each run's criterion, starts
+            from the initial state.
         params (Mapping[str, Any]): the bound keyword parameters (read-only), only those the config set.
     """
 
@@ -45,6 +48,8 @@ class LossSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        if is_stateful_loss(self.fn):
+            object.__setattr__(self, "fn", self.fn())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         """Call ``fn(*args, **params, **kwargs)``; call-time keywords must not repeat a bound parameter."""
@@ -57,6 +62,19 @@ class LossSpec:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"LossSpec({self.name}{', ' if args else ''}{args})"
+
+
+def is_stateful_loss(entry: Any) -> bool:
+    """Whether a table entry is a stateful loss class (:mod:`detector.losses.stateful`), not a function."""
+    return isinstance(entry, type) and issubclass(entry, StatefulLoss)
+
+
+def loss_signature(entry: Any) -> inspect.Signature:
+    """The call signature of a table entry: a function's own, a stateful loss class's ``__call__`` without ``self``."""
+    if is_stateful_loss(entry):
+        signature = inspect.signature(entry.__call__)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
+    return inspect.signature(entry)
 
 
 def _choices_message(kind: str, given: str, valid: list[str]) -> str:
@@ -73,7 +91,7 @@ def configurable_params(fn: Callable[..., Any], inputs: int = 2,
     ``logits, target``; 0 for a constructor) and those in ``supplied`` (what the caller passes itself).
     """
     keyword_kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    params = list(inspect.signature(fn).parameters.values())[inputs:]
+    params = list(loss_signature(fn).parameters.values())[inputs:]
     return {p.name: p for p in params if p.kind in keyword_kinds and p.name not in supplied}
 
 

@@ -26,17 +26,23 @@ def _stop_after_first_epoch(epoch: int, metrics: dict) -> None:
         raise StopAfterFirstEpoch
 
 
-@pytest.mark.parametrize("preset,workers", [("yolov5_ciou", 0), ("yolov5_ciou", 2), ("rpn", 0)])
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, preset, workers):
+# Stateful losses (WIoU v3's running mean, GHM-C's histogram), with a large momentum so that their state moves a lot.
+STATEFUL_LOSSES = ["loss.box={name: wiou, momentum: 0.5}", "loss.cls={name: ghm, momentum: 0.5}"]
+
+
+@pytest.mark.parametrize("preset,workers,losses", [("yolov5_ciou", 0, []), ("yolov5_ciou", 2, []), ("rpn", 0, []),
+                                                   ("yolov5_ciou", 0, STATEFUL_LOSSES)])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, preset, workers, losses):
     # Mosaic, affine, HSV and flips stay on: the augmentation randomness must be reproduced too, in worker
     # processes as well. The resumed run starts epoch 2 with fresh workers where the uninterrupted run keeps its
     # persistent ones; close_mosaic=1 then rebuilds the loader without mosaic for epoch 3 in both. The rpn preset's
     # random sampler draws from torch's generator, which the trainer re-seeds per epoch: resumed draws match too.
+    # Stateful losses resume from the checkpoint's "criterion" state.
     cfg = load_config(preset, [
         "data.max_images=4", "data.img_size=64", f"data.workers={workers}", "train.batch_size=2", "train.nbs=2",
         "train.close_mosaic=1",
         "train.epochs=3", "train.eval_interval=3", "train.warmup_epochs=0.5", "eval.batch_size=4",
-    ])
+    ] + losses)
     fit(cfg, run_dir=tmp_path / "straight", progress=False)
     with pytest.raises(StopAfterFirstEpoch):
         fit(cfg, run_dir=tmp_path / "stopped", on_epoch_end=_stop_after_first_epoch, progress=False)
@@ -55,6 +61,13 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, preset,
     assert read_history(tmp_path / "stopped" / "history.jsonl")[-1]["coco"] == straight["metrics"]["coco"]
     # The stopped run really did change between its first and second epoch.
     assert straight["ema_updates"] == resumed["ema_updates"] > 0
+    assert straight["criterion"].keys() == resumed["criterion"].keys() == ({"box", "cls"} if losses else set())
+    for term, state in straight["criterion"].items():
+        for name, tensor in state.items():
+            assert torch.equal(tensor, resumed["criterion"][term][name]), f"criterion {term}.{name} differs"
+    if losses:  # the state moved away from its start (WIoU's mean 1.0, GHM's empty histogram)
+        assert straight["criterion"]["box"]["mean"].item() < 0.99
+        assert straight["criterion"]["cls"]["acc"].sum() > 0
 
 
 def _memorise(tmp_path, images: int, img_size: int, epochs: int) -> dict:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
+from detector.losses.heatmap import penalty_reduced_focal_loss
 from detector.losses.classification import (
     CLS,
     balanced_bce_loss,
@@ -14,9 +15,13 @@ from detector.losses.classification import (
     ce_loss,
     focal_loss,
     mse_loss,
+    poly1_focal_loss,
+    poly1_loss,
 )
 from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.soft_targets import quality_focal_loss, varifocal_loss
+from detector.losses.spec import loss_signature
+from detector.losses.stateful import GHMCLoss
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
@@ -129,8 +134,24 @@ def test_mse_hand_values_with_neg_weight():
     torch.testing.assert_close(loss, torch.tensor([0.25, 0.125, 0.04]))
 
 
+def test_poly1_hand_values():
+    """PolyLoss (Leng et al. 2022), epsilon 1. Logit 0, target 1: p = p_t = 1/2, BCE = ln 2, so poly1 = ln 2 + 1/2.
+    Focal (alpha 0.25, gamma 2) there: 0.25 * (1/2)^2 * ln 2 = ln(2) / 16; poly1_focal adds (1/2)^3 = 1/8.
+    Logit ln 3, target 0: p = 3/4, p_t = 1/4, BCE = -ln(1/4) = ln 4; poly1 = ln 4 + 3/4; focal = 0.75 * (3/4)^2 ln 4,
+    poly1_focal adds (3/4)^3."""
+    logits = torch.tensor([0.0, LN3], dtype=torch.float64)
+    target = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(poly1_loss(logits, target), torch.tensor([LN2 + 0.5, LN4 + 0.75], dtype=torch.float64))
+    expected = torch.tensor([LN2 / 16 + 1 / 8, 0.75 * 0.5625 * LN4 + 0.421875], dtype=torch.float64)
+    torch.testing.assert_close(poly1_focal_loss(logits, target), expected)
+    torch.testing.assert_close(poly1_loss(logits, target, epsilon=0.0), bce_loss(logits, target))
+    torch.testing.assert_close(poly1_focal_loss(logits, target, epsilon=0.0), focal_loss(logits, target))
+    torch.testing.assert_close(poly1_loss(logits, target, epsilon=2.0) - poly1_loss(logits, target),
+                               torch.tensor([0.5, 0.75], dtype=torch.float64))
+
+
 # ---------------------------------------------------------------------------------- common checks
-PER_ELEMENT = [bce_loss, ce_loss, balanced_bce_loss, focal_loss, mse_loss]
+PER_ELEMENT = [bce_loss, ce_loss, balanced_bce_loss, focal_loss, mse_loss, poly1_loss, poly1_focal_loss]
 
 
 @pytest.mark.parametrize("fn", PER_ELEMENT, ids=lambda f: f.__name__)
@@ -161,10 +182,14 @@ def test_cls_table_names_and_interface():
         "mse": mse_loss,
         "vfl": varifocal_loss,
         "qfl": quality_focal_loss,
+        "poly1": poly1_loss,
+        "poly1_focal": poly1_focal_loss,
+        "ghm": GHMCLoss,
+        "penalty_focal": penalty_reduced_focal_loss,
         "dr": dr_loss,
         "ap": ap_loss,
     }
     for name, fn in CLS.items():
-        params = inspect.signature(fn).parameters
+        params = loss_signature(fn).parameters
         assert list(params)[:2] == ["logits", "target"], name
         assert params["reduction"].kind is inspect.Parameter.KEYWORD_ONLY, name

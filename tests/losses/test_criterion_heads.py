@@ -129,3 +129,25 @@ def test_mean_recipe_divides_by_sampled_priors():
                                  priors=outputs.priors))
     out = times_batch(doubled, targets)
     torch.testing.assert_close(out["loss"], 2 * (out["lbox"] + out["lcls"]))
+
+
+def test_assigner_dense_class_target_replaces_the_one_hot_rows():
+    """An assigner that renders its own class target (CenterNet's heat map, Tensor[B, P, C]) gets the class loss over
+    every prior against it: with BCE and logits 0 that is ln 2 per element, 4 priors x 2 classes = 8 ln 2 over the
+    one positive; with the heat map 0.5 at prior 1 instead of 0, the BCE at logit 0 is still ln 2 (a soft target does
+    not change BCE at p = 1/2), while the penalty-reduced focal loss forgives prior 1: (1 - 0.5)^4 of its usual
+    negative loss."""
+    from detector.losses.heatmap import penalty_reduced_focal_loss
+
+    outputs, targets = tiny_case()
+    heat = torch.zeros(1, 4, 2)
+    heat[0, 0, 1] = 1.0
+    cls = torch.zeros(1, 4, 2)
+    crit = mean_criterion(FixedAssigner([0], [0], [0], extras={"heatmap": heat.clone()}), cls="bce")
+    torch.testing.assert_close(crit(no_obj(outputs, cls=cls), targets)["lcls"], torch.tensor(8 * LN2))
+    heat[0, 1, 0] = 0.5
+    focal = mean_criterion(FixedAssigner([0], [0], [0], extras={"heatmap": heat}), cls="penalty_focal")
+    got = focal(no_obj(outputs, cls=cls), targets)["lcls"]
+    per_neg = penalty_reduced_focal_loss(torch.zeros(1), torch.zeros(1))[0]
+    per_pos = penalty_reduced_focal_loss(torch.zeros(1), torch.ones(1))[0]
+    torch.testing.assert_close(got, per_pos + 6 * per_neg + 0.5 ** 4 * per_neg)

@@ -61,3 +61,29 @@ def test_dual_criterion_needs_the_one_to_one_outputs():
         DualAssignmentCriterion(criterion(10), criterion(1))(outputs(1, 64, 0), torch.zeros(0, 6))
     with pytest.raises(ValueError, match="many_weight"):
         DualAssignmentCriterion(criterion(10), criterion(1), schedule=(0.8, 1.5))
+
+
+def test_dual_criterion_keeps_both_heads_stateful_losses():
+    """wiou v3 keeps a running mean per criterion: the dual criterion's state holds both, and loading it into a fresh
+    dual criterion restores both exactly (resume)."""
+    def with_wiou(topk):
+        return DetectionCriterion(TaskAlignedAssigner(topk=topk), DistributionCoder(bins=16), "wiou", "bce", None,
+                                  {"box": 1.0, "cls": 1.0}, num_classes=80, image_size=320, reduction=MeanReduction())
+
+    many_out, one_out = outputs(2, 128, 0), outputs(2, 128, 1)
+    many_out.one_to_one = one_out
+    targets = torch.tensor([[0, 1, 10.0, 10, 60, 70], [1, 2, 30, 20, 100, 90]])
+    dual = DualAssignmentCriterion(with_wiou(10), with_wiou(1))
+    dual(many_out, targets)
+    state = dual.state_dict()
+    assert set(state) == {"one_to_many", "one_to_one"}
+    fresh = DualAssignmentCriterion(with_wiou(10), with_wiou(1))
+    fresh.load_state_dict(state)
+    for head in ("one_to_many", "one_to_one"):
+        for term, values in state[head].items():
+            for k, v in values.items():
+                torch.testing.assert_close(fresh.state_dict()[head][term][k], v)
+    fresh.eval()
+    before = fresh.state_dict()
+    fresh(many_out, targets)  # eval: the losses use their state without updating it
+    torch.testing.assert_close(fresh.state_dict()["one_to_many"]["box"], before["one_to_many"]["box"])
