@@ -346,6 +346,9 @@ class EvalConfig:
     """Images per evaluation batch."""
     split: str = _opt("val", choices=("train", "val", "test"))
     """Dataset split evaluated during and after training."""
+    backend: str = _opt("pycocotools", choices=("pycocotools", "faster_coco_eval"))
+    """What computes COCO mAP: pycocotools, or faster-coco-eval (same 12 numbers, several times faster; needs
+    ``pip install -e ".[faster-coco-eval]"``). The choices are ``detector.evaluation.coco.EVAL_BACKENDS``."""
 
 
 @dataclass

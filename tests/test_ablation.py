@@ -45,6 +45,7 @@ from detector.ablation import (
     write_plots,
 )
 from detector.ablation.bootstrap import read_detections
+from detector.ablation.errors import error_breakdown
 from detector.build import build_dataset
 from detector.config import CONFIG_DIR, REPO_ROOT, save_config
 from detector.engine.trainer import fit
@@ -497,6 +498,19 @@ def test_real_tiny_ablation_two_variants_one_seed(tmp_path, one_thread, capsys):
     assert tool.main(["--spec", str(spec_file), "--out", str(out), "--summary-only", "--bootstrap", "3"]) == 0
     boot = (out / "summary.md").read_text().split("## Evaluation-set bootstrap")[1]
     assert f"| focal_eiou | 1 | {maps['focal_eiou'] - maps['ciou']:+.4f} | [" in boot
+    # the error breakdown re-reads the same detections: its mAP50 is results.json's (pycocotools), and its row
+    # in summary.md and errors.csv holds each type's gain and count
+    errors = (out / "summary.md").read_text().split("## Error breakdown (TIDE, IoU 0.5)")[1]
+    rows = list(csv.DictReader(io.StringIO((out / "errors.csv").read_text())))
+    for name in ("ciou", "focal_eiou"):
+        image_ids, dets = read_detections(out / name / "seed0" / "detections.json")
+        b = error_breakdown(coco_gt, dets, image_ids)
+        stats = json.loads((out / name / "seed0" / "results.json").read_text())["stats"]
+        assert b.ap50 == pytest.approx(stats["mAP50"], abs=1e-9)
+        assert f"| {name} | 1 | {b.ap50:.4f} | " + " | ".join(
+            f"+{b.delta[k]:.4f} ({b.counts[k]})" for k in ("cls", "loc", "both", "dupe", "bkg", "miss")) in errors
+        row = next(r for r in rows if r["variant"] == name)
+        assert float(row["gain_loc"]) == b.delta["loc"] and int(row["count_miss"]) == b.counts["miss"]
     report = ablate(load_spec(spec_file), out, train=lambda *a, **k: pytest.fail("trained again"),
                     log=lambda s: None)
     assert [o.status for o in report.outcomes] == ["done", "done"]

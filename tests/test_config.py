@@ -266,7 +266,7 @@ def test_override_errors_name_the_set_item(item, message):
     ("train:\n  epochs: 3\n  epoch: 5\n", "3: train.epoch: unknown key; did you mean 'epochs'?"),
     # unknown key without a close match lists the section's keys
     ("eval:\n  zzz: 1\n", "2: eval.zzz: unknown key; valid keys: conf_thres, iou_thres, max_det, nms, "
-                          "variance_voting, batch_size, split"),
+                          "variance_voting, batch_size, split, backend"),
     ("\nmodle:\n  size: s\n", "2: modle: unknown section; did you mean 'model'?"),
     # wrong types
     ("train:\n  seed: 1\n  epochs: ten\n", "3: train.epochs: expected int, got str 'ten'"),

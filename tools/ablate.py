@@ -7,12 +7,15 @@
         --seeds 0 1 --out runs/ablate/box
     python tools/ablate.py --cfg yolov5_ciou --vary "loss.box=ciou,{name: focal_eiou, gamma: 0.5}"
     python tools/ablate.py --spec configs/ablations/box_losses.yaml --summary-only   # table of finished runs
+    python tools/ablate.py --spec configs/ablations/box_losses.yaml --jobs 4          # 4 runs at once
+    python tools/ablate.py --spec configs/ablations/box_losses.yaml --launcher slurm \\
+        --slurm slurm_partition=gpu gpus_per_node=1 cpus_per_task=8 timeout_min=720  # one SLURM job per run
 
 Every run's config is validated before the first one trains. Runs land in OUT/<variant>/seed<k>/; running
 the same command again skips finished runs and resumes interrupted ones. The table goes to stdout and to
 OUT/summary.md (+ summary.csv, paired.csv, runs.csv, and map_curves.png / loss_curves.png when matplotlib is
-installed); summary.md compares every variant with the baseline seed by seed (95% t-interval, Holm-corrected
-verdict).
+installed, map_ci.png, hparams/ for TensorBoard, errors.csv); summary.md compares every variant with the
+baseline seed by seed (95% t-interval, Holm-corrected verdict) and breaks each variant's errors down (TIDE).
 Exit status: 0 all runs finished, 1 some run failed, 2 bad spec or config.
 """
 from __future__ import annotations
@@ -42,6 +45,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=0, metavar="R",
                    help="R resamples of the evaluation images for a CI of each variant's mAP gap from the saved "
                         "detections (e.g. 200; pycocotools runs 2 x R x seeds times per variant; default 0: off)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once in separate processes (one GPU each when there are several, else "
+                        "the CPU cores split between them; default 1: in this process)")
+    p.add_argument("--threads", type=int, metavar="T",
+                   help="CPU threads per run process with --jobs > 1 or a submitit launcher (default: cores // N)")
+    p.add_argument("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
+                   help="slurm: one SLURM job per run through submitit (preempted jobs are requeued and resume "
+                        "from last.pt); submitit-local: the same path on this machine (default: local)")
+    p.add_argument("--slurm", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="submitit executor parameters, e.g. slurm_partition=gpu timeout_min=720 gpus_per_node=1")
     p.add_argument("--summary-only", action="store_true", help="train nothing; summarise the finished runs")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: go on)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs stay readable in CI)")
@@ -62,8 +75,14 @@ def main(argv=None) -> int:
             spec = with_cli_overrides(load_spec(args.spec), args.set, args.seeds, args.out, args.baseline)
         else:
             spec = spec_from_vary(args.cfg, args.vary, args.set, args.seeds or (0,), args.out, args.baseline)
+        params = {}
+        if args.slurm:
+            from detector.ablation.slurm import parse_parameters
+
+            params = parse_parameters(args.slurm)
         report = ablate(spec, progress=not args.no_progress, keep_going=not args.fail_fast,
-                        summary_only=args.summary_only, bootstrap=args.bootstrap)
+                        summary_only=args.summary_only, bootstrap=args.bootstrap, jobs=args.jobs,
+                        threads=args.threads, launcher=args.launcher, launcher_params=params)
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,19 +29,26 @@ Output folder::
                                  Holm-corrected verdict) and, when the assigner varies, assignment statistics
     out/paired.csv               one row per (variant, metric) paired comparison with the baseline
     (summary.md, with ``bootstrap=R``: the image bootstrap CI of each variant's mAP gap, from detections.json)
+    (summary.md: the TIDE error breakdown of each variant, from detections.json; per run in errors.csv)
     out/runs.csv                 one row per finished run: the 12 COCO stats, final loss terms, time
-    out/map_curves.png, out/loss_curves.png   (when matplotlib is installed)
+    out/map_curves.png, out/loss_curves.png, out/map_ci.png   (when matplotlib is installed)
+    out/hparams/<variant>_seed<k>/   TensorBoard HParams sessions (``tensorboard --logdir out/hparams``)
+    out/submitit/                job files of ``launcher="slurm"`` / ``"submitit-local"``
 
 Runs go seed-major (every variant with the first seed, then every variant with the second seed, ...), so an
 interrupted ablation already holds a comparable table. Running the same ablation again skips finished runs
 (``results.json`` present) and resumes interrupted ones (``last.pt`` present) with ``fit(resume=...)``; a run
 folder that holds a different config than planned is reported before anything trains, never mixed in.
+Runs train in this process, in ``jobs`` worker processes, or as SLURM jobs through submitit; each launcher
+reads the run folders the same way, so one can finish what another started.
 
 Modules, one job each: :mod:`~detector.ablation.spec` (the spec from YAML or ``--vary``),
 :mod:`~detector.ablation.plan` (validated runs, stale-folder check), :mod:`~detector.ablation.run` (training the
 runs, :func:`ablate`), :mod:`~detector.ablation.results` (a run folder's numbers, one row per variant),
 :mod:`~detector.ablation.stats` (pure statistics: Student's t, paired comparisons, Holm),
 :mod:`~detector.ablation.bootstrap` (paired bootstrap over evaluation images),
+:mod:`~detector.ablation.errors` (TIDE error breakdown), :mod:`~detector.ablation.launch` (one run, worker
+processes), :mod:`~detector.ablation.slurm` (submitit jobs), :mod:`~detector.ablation.hparams` (TensorBoard),
 :mod:`~detector.ablation.tables` (markdown and CSV tables), :mod:`~detector.ablation.report` (the summary files),
 :mod:`~detector.ablation.plots` (curves and figures).
 """
@@ -55,7 +62,10 @@ from detector.ablation.plan import (
     run_status,
     validate_config,
 )
-from detector.ablation.plots import epoch_curve, history_values, write_plots
+from detector.ablation.errors import ERROR_TYPES, ErrorBreakdown, error_breakdown
+from detector.ablation.hparams import write_hparams
+from detector.ablation.launch import run_processes, train_one
+from detector.ablation.plots import draw_paired, epoch_curve, history_values, write_plots
 from detector.ablation.report import format_markdown, write_summary
 from detector.ablation.results import (
     DELTA_METRICS,
@@ -68,7 +78,7 @@ from detector.ablation.results import (
     summarize,
     summarize_assignment,
 )
-from detector.ablation.run import AblationReport, RunOutcome, ablate, run_all
+from detector.ablation.run import LAUNCHERS, AblationReport, RunOutcome, ablate, run_all
 from detector.ablation.spec import (
     SPEC_KEYS,
     AblationSpec,
@@ -101,9 +111,10 @@ from detector.ablation.tables import (
 )
 
 __all__ = [
-    "DELTA_METRICS", "IGNORED_CONFIG_KEYS", "SPEC_KEYS", "SUMMARY_METRICS",
-    "AblationReport", "AblationSpec", "AssignmentRow", "PairedComparison", "PlannedRun", "RunOutcome", "RunResult",
-    "Variant", "VariantRow",
+    "DELTA_METRICS", "ERROR_TYPES", "IGNORED_CONFIG_KEYS", "LAUNCHERS", "SPEC_KEYS", "SUMMARY_METRICS",
+    "AblationReport", "AblationSpec", "AssignmentRow", "ErrorBreakdown", "PairedComparison", "PlannedRun",
+    "RunOutcome", "RunResult", "Variant", "VariantRow",
+    "draw_paired", "error_breakdown", "run_processes", "train_one", "write_hparams",
     "ablate", "check_existing_runs", "config_differences", "default_out_dir", "epoch_curve",
     "first_epoch_assignment", "format_assignment_table", "format_duration", "format_markdown",
     "format_markdown_table", "format_mean_std", "format_paired_csv", "format_paired_table", "format_runs_csv",

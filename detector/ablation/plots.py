@@ -1,4 +1,5 @@
-"""Curves over epochs (mean and min..max band over seeds) and the matplotlib figures drawn from them."""
+"""Curves over epochs (mean and min..max band over seeds) and the matplotlib figures drawn from them: mAP per
+epoch, loss terms per epoch, and each variant's final mAP with its paired interval against the baseline."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ from typing import Sequence
 
 from detector.ablation.results import RunResult
 from detector.ablation.spec import Variant
+from detector.ablation.stats import PairedComparison
 
 
 def history_values(history: Sequence[dict], section: str, key: str) -> dict[int, float]:
@@ -39,9 +41,11 @@ def epoch_curve(per_seed: Sequence[dict[int, float]]) -> tuple[list[int], list[f
     return epochs, mean, lo, hi
 
 
-def write_plots(variants: Sequence[Variant], results: Sequence[RunResult], out_dir: str | Path) -> list[Path] | None:
+def write_plots(variants: Sequence[Variant], results: Sequence[RunResult], out_dir: str | Path,
+                paired: Sequence[PairedComparison] = ()) -> list[Path] | None:
     """``map_curves.png`` (mAP50-95 vs epoch) and ``loss_curves.png`` (one panel per loss term): per variant
-    the mean over seeds, with a band from the min to the max seed.
+    the mean over seeds, with a band from the min to the max seed; with ``paired`` comparisons of ``mAP``,
+    ``map_ci.png`` (:func:`draw_paired`).
 
     Returns the files written (none when no run has finished), or None when matplotlib is not installed.
     """
@@ -92,4 +96,38 @@ def write_plots(variants: Sequence[Variant], results: Sequence[RunResult], out_d
         axes[0].legend(fontsize="small")
     written.append(out_dir / "loss_curves.png")
     fig.savefig(written[1], dpi=120)
+    if any(c.metric == "mAP" for c in paired):
+        fig = Figure(figsize=(10, 0.6 * len(variants) + 2.2), layout="constrained")
+        draw_paired(fig, variants, results, [c for c in paired if c.metric == "mAP"])
+        written.append(out_dir / "map_ci.png")
+        fig.savefig(written[-1], dpi=120)
     return written
+
+
+def draw_paired(fig, variants: Sequence[Variant], results: Sequence[RunResult],
+                comparisons: Sequence[PairedComparison]) -> None:
+    """Two panels on ``fig``, one row per variant: left, each seed's final mAP50-95 (dots) and their mean (bar);
+    right, the mean paired difference to the baseline with its 95% t-interval (no bar with one common seed),
+    labelled with the Holm verdict."""
+    left, right = fig.subplots(1, 2, sharey=True)
+    rows = list(range(len(variants)))[::-1]  # the first variant on top
+    by_name = {c.variant: c for c in comparisons}
+    baseline = comparisons[0].baseline
+    for y, v in zip(rows, variants):
+        values = [r.stats["mAP"] for r in results if r.variant == v.name and "mAP" in r.stats]
+        if values:
+            left.barh(y, math.fsum(values) / len(values), color="C0", alpha=0.3)
+            left.plot(values, [y] * len(values), "o", color="C0", markersize=4)
+        c = by_name.get(v.name)
+        if c is not None and c.mean is not None:
+            err = None if c.interval is None else [[c.mean - c.interval[0]], [c.interval[1] - c.mean]]
+            color = {"better": "C2", "worse": "C3"}.get(c.verdict, "C7")
+            right.errorbar(c.mean, y, xerr=err, fmt="o", color=color, capsize=4)
+            right.annotate(c.verdict, (c.mean, y), textcoords="offset points", xytext=(0, 7), ha="center",
+                           fontsize="small", color=color)
+    left.set_yticks(rows, [v.name + (" (baseline)" if v.name == baseline else "") for v in variants])
+    left.set_xlabel("final COCO mAP50-95 (dots: seeds, bar: mean)")
+    right.axvline(0.0, color="k", linewidth=0.8)
+    right.set_xlabel(f"paired Δ mAP50-95 vs {baseline}: mean, 95% t-interval over seeds")
+    for ax in (left, right):
+        ax.grid(True, axis="x", alpha=0.3)

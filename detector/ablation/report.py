@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from detector.ablation.bootstrap import BootstrapResult, bootstrap_draws, paired_bootstrap, read_detections
+from detector.ablation.errors import ErrorBreakdown, error_breakdown
+from detector.ablation.hparams import write_hparams
 from detector.ablation.plan import PlannedRun, run_status
 from detector.ablation.plots import write_plots
 from detector.ablation.results import (
@@ -20,6 +22,8 @@ from detector.ablation.spec import AblationSpec
 from detector.ablation.stats import ALPHA, PairedComparison, paired_comparisons
 from detector.ablation.tables import (
     format_assignment_table,
+    format_error_table,
+    format_errors_csv,
     format_markdown_table,
     format_paired_csv,
     format_paired_table,
@@ -80,19 +84,29 @@ def bootstrap_section(results: dict[str, BootstrapResult], baseline: str, num_se
     return lines
 
 
-def bootstrap_variants(spec: AblationSpec, runs: Sequence[PlannedRun], resamples: int,
-                       seed: int = 0) -> tuple[dict[str, BootstrapResult], dict[str, int]]:
-    """Per variant, the paired image bootstrap of mAP against the baseline over the seeds where both runs saved
-    ``detections.json`` (variants without such a seed are left out). The ground truth is the evaluation split of
-    the first run's config."""
+def saved_detections(runs: Sequence[PlannedRun]) -> dict[tuple[str, int], Path]:
+    """``{(variant, seed): detections.json}`` of the runs that finished and saved their final detections."""
+    return {(r.variant.name, r.seed): r.run_dir / "detections.json" for r in runs
+            if (r.run_dir / "results.json").is_file() and (r.run_dir / "detections.json").is_file()}
+
+
+def evaluation_ground_truth(runs: Sequence[PlannedRun]):
+    """The pycocotools ground truth of the evaluation split of the first run's config (every run evaluates it)."""
     from detector.build import build_dataset
 
-    saved = {(r.variant.name, r.seed): r.run_dir / "detections.json" for r in runs
-             if (r.run_dir / "detections.json").is_file()}
+    cfg = runs[0].cfg
+    return build_dataset(cfg, cfg.eval.split).coco_gt()
+
+
+def bootstrap_variants(spec: AblationSpec, runs: Sequence[PlannedRun], resamples: int, seed: int = 0,
+                       coco_gt=None) -> tuple[dict[str, BootstrapResult], dict[str, int]]:
+    """Per variant, the paired image bootstrap of mAP against the baseline over the seeds where both runs saved
+    ``detections.json`` (variants without such a seed are left out). The ground truth: ``coco_gt``, default
+    :func:`evaluation_ground_truth`."""
+    saved = saved_detections(runs)
     if not saved or not runs:
         return {}, {}
-    cfg = runs[0].cfg
-    coco_gt = build_dataset(cfg, cfg.eval.split).coco_gt()
+    coco_gt = coco_gt if coco_gt is not None else evaluation_ground_truth(runs)
     out, counts = {}, {}
     for v in spec.variants:
         seeds = [s for s in spec.seeds if v.name != spec.reference and (v.name, s) in saved
@@ -107,12 +121,44 @@ def bootstrap_variants(spec: AblationSpec, runs: Sequence[PlannedRun], resamples
     return out, counts
 
 
+def error_variants(spec: AblationSpec, runs: Sequence[PlannedRun],
+                   coco_gt=None) -> dict[str, dict[int, ErrorBreakdown]]:
+    """Per variant (spec order; variants without saved detections left out), seed -> the TIDE error breakdown
+    of that finished run's ``detections.json`` on its evaluated images
+    (:func:`~detector.ablation.errors.error_breakdown`)."""
+    saved = saved_detections(runs)
+    if not saved:
+        return {}
+    coco_gt = coco_gt if coco_gt is not None else evaluation_ground_truth(runs)
+    out: dict[str, dict[int, ErrorBreakdown]] = {}
+    for (name, seed), path in sorted(saved.items(), key=lambda kv: kv[0][1]):
+        image_ids, dets = read_detections(path)
+        out.setdefault(name, {})[seed] = error_breakdown(coco_gt, dets, image_ids)
+    return {v.name: out[v.name] for v in spec.variants if v.name in out}
+
+
+def error_section(breakdowns: dict[str, dict[int, ErrorBreakdown]]) -> list[str]:
+    """The markdown lines of the error breakdown."""
+    return [
+        "## Error breakdown (TIDE, IoU 0.5)",
+        "",
+        "From each run's detections.json (Bolya et al. 2020): every false positive typed as classification, "
+        "localisation (IoU 0.1–0.5 with a box of its class), both, duplicate or background (IoU ≤ 0.1 with "
+        "everything), every unfound ground truth not claimed by a cls/loc error as missed. Cell: mAP50 gained if "
+        "every error of that type were fixed (the oracle of TIDE, from the mAP50 column), and in parentheses how "
+        "many errors of that type a run has; means over the runs. A box-loss change should move `loc`.",
+        "",
+        format_error_table(breakdowns),
+    ]
+
+
 def format_markdown(spec: AblationSpec, rows: Sequence[VariantRow], dataset: str, split: str,
                     notes: Sequence[str] = (), *, paired: Sequence[PairedComparison] = (),
-                    assignment: Sequence[AssignmentRow] = (), bootstrap: Sequence[str] = ()) -> str:
+                    assignment: Sequence[AssignmentRow] = (), bootstrap: Sequence[str] = (),
+                    errors: Sequence[str] = ()) -> str:
     """The whole ``summary.md``: what was compared (base config, common overrides, seeds, metric), the table,
-    ``notes`` (missing or failed runs), then the paired comparisons, the bootstrap section's lines and the
-    assignment statistics when given."""
+    ``notes`` (missing or failed runs), then the paired comparisons, the bootstrap section's lines, the error
+    breakdown's lines and the assignment statistics when given."""
     common = " ".join(f"`{o}`" for o in spec.common) or "none"
     std_note = ("mean ± sample standard deviation (n − 1) over seeds" if len(spec.seeds) > 1
                 else "one seed, so no standard deviation")
@@ -136,6 +182,8 @@ def format_markdown(spec: AblationSpec, rows: Sequence[VariantRow], dataset: str
         lines += ["", *paired_section(paired, spec.reference)]
     if bootstrap:
         lines += ["", *bootstrap]
+    if errors:
+        lines += ["", *errors]
     if assignment:
         lines += ["", *assignment_section(assignment)]
     return "\n".join(lines) + "\n"
@@ -155,10 +203,12 @@ def describe_part(part: PartSpec) -> str:
 
 
 def write_summary(spec: AblationSpec, runs: Sequence[PlannedRun], out_dir: str | Path, *, plots: bool = True,
-                  bootstrap: int = 0, log: Callable[[str], None] = print
+                  bootstrap: int = 0, errors: bool = True, log: Callable[[str], None] = print
                   ) -> tuple[list[VariantRow], list[PairedComparison], str, list[Path]]:
-    """Read the finished runs and write summary.md, summary.csv, paired.csv, runs.csv (and the plots when
-    ``plots``; with ``bootstrap`` > 0 that many image resamples per variant, see :func:`bootstrap_variants`).
+    """Read the finished runs and write summary.md, summary.csv, paired.csv, runs.csv; when ``plots``, the plots
+    and TensorBoard's hparams sessions (:func:`~detector.ablation.hparams.write_hparams`); with ``bootstrap`` > 0
+    that many image resamples per variant (:func:`bootstrap_variants`); with ``errors`` the TIDE error breakdown
+    of the runs that saved detections (:func:`error_variants`, also errors.csv).
 
     Returns ``(rows, paired comparisons, markdown, files written)``. Unfinished runs are listed under the table;
     the assignment table is included when the planned runs' assigners differ.
@@ -181,21 +231,37 @@ def write_summary(spec: AblationSpec, runs: Sequence[PlannedRun], out_dir: str |
     assignment = (summarize_assignment(spec.variants, results, assigners)
                   if len(set(assigners.values())) > 1 else [])
     boot_lines: list[str] = []
-    if bootstrap > 0:
-        boot, counts = bootstrap_variants(spec, runs, bootstrap)
-        boot_lines = bootstrap_section(boot, spec.reference, counts) if boot else []
+    error_lines: list[str] = []
+    extra: list[tuple[Path, str]] = []  # optional files: (path, text)
+    if (errors or bootstrap > 0) and saved_detections(runs):
+        coco_gt = evaluation_ground_truth(runs)
+        if errors:
+            breakdowns = error_variants(spec, runs, coco_gt)
+            error_lines = error_section(breakdowns) if breakdowns else []
+            if breakdowns:
+                extra.append((out_dir / "errors.csv", format_errors_csv(breakdowns)))
+        if bootstrap > 0:
+            boot, counts = bootstrap_variants(spec, runs, bootstrap, coco_gt=coco_gt)
+            boot_lines = bootstrap_section(boot, spec.reference, counts) if boot else []
     first = runs[0].cfg if runs else None
     markdown = format_markdown(spec, rows, first.data.dataset if first else "?", first.eval.split if first else "?",
-                               notes, paired=paired, assignment=assignment, bootstrap=boot_lines)
+                               notes, paired=paired, assignment=assignment, bootstrap=boot_lines,
+                               errors=error_lines)
     files = [out_dir / name for name in ("summary.md", "summary.csv", "paired.csv", "runs.csv")]
     for path, text in zip(files, (markdown, format_summary_csv(rows), format_paired_csv(paired),
                                   format_runs_csv(results))):
         path.write_text(text, encoding="utf-8")
+    for path, text in extra:
+        path.write_text(text, encoding="utf-8")
+        files.append(path)
     if plots:
-        written = write_plots(spec.variants, results, out_dir)
+        written = write_plots(spec.variants, results, out_dir, paired)
         if written is None:
             log("matplotlib is not installed: skipping map_curves.png and loss_curves.png "
                 "(pip install matplotlib, or the project's `plot` extra)")
         else:
             files += written
+        hparams = write_hparams(spec.variants, results, out_dir)
+        if hparams is not None:
+            files.append(hparams)
     return rows, paired, markdown, files

@@ -1,39 +1,33 @@
 """Running: train the planned runs in order (skip finished, resume interrupted, record failures), and
-:func:`ablate`, the whole ablation from spec to summary."""
+:func:`ablate`, the whole ablation from spec to summary, with the runs in this process, in local worker
+processes or as SLURM jobs (:mod:`~detector.ablation.launch`, :mod:`~detector.ablation.slurm`)."""
 from __future__ import annotations
 
-import gc
 import json
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from detector.ablation.launch import RunOutcome, run_processes, train_one
 from detector.ablation.plan import PlannedRun, check_existing_runs, plan_record, plan_runs, run_status
 from detector.ablation.report import display_path, write_summary
 from detector.ablation.results import VariantRow
 from detector.ablation.spec import AblationSpec, default_out_dir
 from detector.ablation.stats import PairedComparison
+from detector.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What happened to one planned run: ``status`` is done (already finished), trained, resumed or failed."""
-
-    run: PlannedRun
-    status: str
-    error: str | None = None
+LAUNCHERS = ("local", "slurm", "submitit-local")
+"""Where runs train: this machine (in this process, or ``jobs`` processes), SLURM jobs, or submitit's local
+executor (the SLURM code path on this machine)."""
 
 
 def run_all(runs: Sequence[PlannedRun], train: Callable[..., dict], *, progress: bool = True,
             keep_going: bool = True, log: Callable[[str], None] = print,
             after_each: Callable[[], None] | None = None) -> list[RunOutcome]:
-    """Train the runs in order with ``train`` (``detector.engine.trainer.fit``'s signature).
-
-    A run with ``results.json`` is skipped; one with ``last.pt`` is resumed with ``train(cfg, resume=...)``;
-    otherwise ``train(cfg, run_dir=..., progress=...)``. A run that raises is recorded in
-    ``<run_dir>/failed.txt`` (traceback) and, with ``keep_going``, the next run starts; the ablation then
-    reports it. ``after_each()`` runs after every trained run (e.g. to refresh the summary).
+    """Train the runs in order in this process with ``train`` (``detector.engine.trainer.fit``'s signature),
+    each through :func:`~detector.ablation.launch.train_one`: a run with ``results.json`` is skipped, one with
+    ``last.pt`` resumed, a failing one recorded in ``<run_dir>/failed.txt`` and, with ``keep_going``, the next
+    run starts. ``after_each()`` runs after every trained run (e.g. to refresh the summary).
     """
     outcomes = []
     for i, run in enumerate(runs, 1):
@@ -45,41 +39,15 @@ def run_all(runs: Sequence[PlannedRun], train: Callable[..., dict], *, progress:
             continue
         log(f"{head}: {'resuming' if status == 'partial' else 'training'} in {run.run_dir}  "
             f"({' '.join(run.overrides)})")
-        failed = run.run_dir / "failed.txt"
-        try:
-            if status == "partial":
-                train(run.cfg, resume=run.run_dir / "last.pt", progress=progress)
-            else:
-                train(run.cfg, run_dir=run.run_dir, progress=progress)
-        except Exception as exc:  # one diverging variant must not cost the others; KeyboardInterrupt stops
-            run.run_dir.mkdir(parents=True, exist_ok=True)
-            failed.write_text(traceback.format_exc(), encoding="utf-8")
-            message = f"{type(exc).__name__}: {exc}"
-            log(f"{head}: FAILED: {message} (traceback in {failed})")
-            outcomes.append(RunOutcome(run, "failed", message))
+        result, error = train_one(run, train, progress)
+        outcomes.append(RunOutcome(run, result, error))
+        if result == "failed":
+            log(f"{head}: FAILED: {error} (traceback in {run.run_dir / 'failed.txt'})")
             if not keep_going:
                 break
-        else:
-            if failed.exists():
-                failed.unlink()
-            outcomes.append(RunOutcome(run, "resumed" if status == "partial" else "trained"))
-        finally:
-            _release_memory()
         if after_each is not None:
             after_each()
     return outcomes
-
-
-def _release_memory() -> None:
-    """Free what the finished run left behind (cyclic garbage, cached CUDA blocks) before the next one."""
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 @dataclass(frozen=True)
@@ -100,6 +68,8 @@ class AblationReport:
 
 def ablate(spec: AblationSpec, out_dir: str | Path | None = None, *, train: Callable[..., dict] | None = None,
            progress: bool = True, keep_going: bool = True, summary_only: bool = False, bootstrap: int = 0,
+           jobs: int = 1, threads: int | None = None, launcher: str = "local",
+           launcher_params: dict[str, Any] | None = None, executor: Any = None,
            log: Callable[[str], None] = print) -> AblationReport:
     """Validate every run, train what is missing, and write the summary (see the module docstring).
 
@@ -111,6 +81,12 @@ def ablate(spec: AblationSpec, out_dir: str | Path | None = None, *, train: Call
         keep_going: after a failed run, go on with the next one (else stop there).
         summary_only: train nothing; summarise the runs that are finished.
         bootstrap: image resamples of the evaluation-set bootstrap in the final summary (0: none).
+        jobs: with the ``local`` launcher, runs at once in separate processes (1: in this process).
+        threads: CPU threads per process with ``jobs`` > 1 or a submitit launcher (default: cores // jobs
+            locally; the job's own allocation under SLURM).
+        launcher: one of :data:`LAUNCHERS`.
+        launcher_params: submitit executor parameters (``timeout_min``, ``slurm_partition``, ...).
+        executor: a ready submitit executor (overrides ``launcher``'s; tests pass a ``LocalExecutor``).
         log: where progress lines go.
 
     Raises:
@@ -131,8 +107,26 @@ def ablate(spec: AblationSpec, out_dir: str | Path | None = None, *, train: Call
                                               encoding="utf-8")
         if train is None:
             from detector.engine.trainer import fit as train
-        outcomes = run_all(runs, train, progress=progress, keep_going=keep_going, log=log,
-                           after_each=lambda: write_summary(spec, runs, out_dir, plots=False, log=log))
+        refresh = lambda: write_summary(spec, runs, out_dir, plots=False, errors=False, log=log)  # noqa: E731
+        if jobs < 1:
+            raise ConfigError("--jobs", f"must be >= 1, got {jobs}", "command line")
+        if launcher not in LAUNCHERS:
+            raise ConfigError("--launcher", f"unknown launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}",
+                              "command line")
+        if launcher != "local" or executor is not None:
+            from detector.ablation.slurm import SUBMITIT_DIR, make_executor, submit_runs, wait_jobs
+
+            if executor is None:
+                executor = make_executor(launcher, out_dir / SUBMITIT_DIR, dict(launcher_params or {}))
+            done, submitted = submit_runs(executor, runs, train, threads=threads, log=log)
+            order = {id(r): k for k, r in enumerate(runs)}
+            outcomes = sorted(done + wait_jobs(runs, submitted, keep_going=keep_going, log=log, after_each=refresh),
+                              key=lambda o: order[id(o.run)])
+        elif jobs > 1:
+            outcomes = run_processes(runs, train, jobs, threads=threads, keep_going=keep_going, log=log,
+                                     after_each=refresh)
+        else:
+            outcomes = run_all(runs, train, progress=progress, keep_going=keep_going, log=log, after_each=refresh)
     rows, paired, markdown, files = write_summary(spec, runs, out_dir, bootstrap=bootstrap, log=log)
     log(markdown)
     log(f"Summary written to {files[0]} ({', '.join(f.name for f in files[1:])})")

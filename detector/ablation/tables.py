@@ -14,6 +14,7 @@ from detector.ablation.results import (
     RunResult,
     VariantRow,
 )
+from detector.ablation.errors import ERROR_TYPES, ErrorBreakdown
 from detector.ablation.stats import PairedComparison
 
 
@@ -171,4 +172,32 @@ def format_paired_csv(comparisons: Sequence[PairedComparison]) -> str:
         w.writerow([c.variant, c.baseline, c.metric, " ".join(map(str, c.seeds)),
                     " ".join(repr(float(d)) for d in c.differences), _csv(c.mean), _csv(low), _csv(high),
                     _csv(c.p_value), _csv(c.p_holm), c.verdict])
+    return buf.getvalue()
+
+
+def format_error_table(breakdowns: dict[str, dict[int, ErrorBreakdown]]) -> str:
+    """Markdown: per variant (seed -> :class:`ErrorBreakdown`), the runs counted, mAP50 as the breakdown computes
+    it, and per error type the mAP50 gained by fixing it, ``+gain (count)``, means over the runs."""
+    head = ["variant", "runs", "mAP50", *[f"{title} ({key})" for key, title in ERROR_TYPES]]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, per_seed in breakdowns.items():
+        runs, n = list(per_seed.values()), len(per_seed)
+        cells = [name, str(n), f"{sum(r.ap50 for r in runs) / n:.4f}"]
+        for key, _ in ERROR_TYPES:
+            gain, count = sum(r.delta[key] for r in runs) / n, sum(r.counts[key] for r in runs) / n
+            cells.append(f"+{gain:.4f} ({count:.0f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_errors_csv(breakdowns: dict[str, dict[int, ErrorBreakdown]]) -> str:
+    """One CSV line per run: variant, seed, mAP50, then per error type its mAP50 gain and its count."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["variant", "seed", "mAP50", *[f"gain_{k}" for k, _ in ERROR_TYPES],
+                *[f"count_{k}" for k, _ in ERROR_TYPES]])
+    for name, per_seed in breakdowns.items():
+        for seed, r in per_seed.items():
+            w.writerow([name, seed, _csv(r.ap50), *[_csv(r.delta[k]) for k, _ in ERROR_TYPES],
+                        *[r.counts[k] for k, _ in ERROR_TYPES]])
     return buf.getvalue()

@@ -186,7 +186,7 @@ def evaluate(model: nn.Module, coder, loader, dataset, eval_cfg, device: torch.d
         image_ids += ids
     if detections_path is not None:
         Path(detections_path).write_text(json.dumps({"image_ids": image_ids, "detections": results}))
-    return evaluate_coco(dataset.coco_gt(), results, image_ids=image_ids)
+    return evaluate_coco(dataset.coco_gt(), results, image_ids=image_ids, backend=eval_cfg.backend)
 
 
 def fit(
