@@ -20,10 +20,12 @@ import torch
 from detector import build
 from detector.config import load_config
 from detector.data.coco import letterboxed_coco_targets
+from detector.models.heads.dual import DualHead, DualLevels
 
 COCO128_JSON = Path(__file__).resolve().parents[1] / "data/coco128/annotations/instances_train2017.json"
 
-PRESETS = ["yolov5_ciou", "yolov3", "yolov2", "ssd", "rpn", "retinanet_focal", "fcos"]
+PRESETS = ["yolov5_ciou", "yolov3", "yolov2", "ssd", "rpn", "retinanet_focal", "fcos", "atss", "yolox_simota",
+           "yolov8_tal", "yolo_e2e", "centernet"]
 
 
 def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes: int = 80) -> float:
@@ -34,12 +36,16 @@ def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes:
     strides = model.strides
     shapes = [(img // s, img // s) for s in strides]
     priors = generator(shapes, "cpu", torch.float32)
-    raw = [(torch.randn(batch, a, head.channels_per_anchor, h, w) * 0.5).requires_grad_()
-           for a, h, w in priors.level_shapes]  # the convolutions' layout
+    dual = isinstance(head, DualHead)  # NMS-free training: both heads' outputs
+    raw = [(torch.randn(batch, a, head.layout.size, h, w) * 0.5).requires_grad_()
+           for _ in range(1 + dual) for a, h, w in priors.level_shapes]  # the convolutions' layout
     targets = letterboxed_coco_targets(COCO128_JSON, batch, img)
 
     def step() -> None:
-        levels = [r.permute(0, 1, 3, 4, 2) for r in raw]  # (B, A, H, W, K), as YOLOv5Head.forward returns
+        levels = [r.permute(0, 1, 3, 4, 2) for r in raw]  # (B, A, H, W, K), as the heads' forward returns
+        if dual:
+            n = len(priors.level_shapes)
+            levels = DualLevels(levels[:n], levels[n:])
         criterion(head.flatten(levels, priors), targets)["loss"].backward()
         for r in raw:
             r.grad = None

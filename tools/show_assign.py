@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image", type=int, default=0, help="index of the image in the train split (default 0)")
     p.add_argument("--out", default="assign.png", help="PNG to write (default assign.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the untrained weights (default 0)")
+    p.add_argument("--one-to-one", action="store_true",
+                   help="with a one_to_one config section (NMS-free training): draw the one-to-one head's assignment "
+                        "instead of the one-to-many head's")
     return p.parse_args(argv)
 
 
@@ -97,6 +100,10 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         model = build.build_model(cfg, num_classes).eval()
         criterion = build.build_criterion(cfg, num_classes)
+        if cfg.one_to_one is not None:  # an eval-mode model gives one head's outputs: assign them with one criterion
+            criterion = criterion.one_to_one if args.one_to_one else criterion.one_to_many
+        elif args.one_to_one:
+            raise ConfigError("one_to_one", "--one-to-one needs a config with a one_to_one section (yolo_e2e)")
         loader = build.build_loader(cfg, dataset, train=False)
         images, targets, metas = collate([loader.dataset[args.image]])  # the evaluation letterbox of image N
         with torch.no_grad():

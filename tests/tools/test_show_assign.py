@@ -95,3 +95,19 @@ def test_missing_config_exits_2_naming_it(capsys):
     assert show_assign.main(["--cfg", "no_such_preset"]) == 2
     err = capsys.readouterr().err
     assert "no_such_preset" in err and len(err.strip().splitlines()) == 1
+
+
+def test_nms_free_config_draws_either_head(tmp_path, capsys):
+    """yolo_e2e: the one-to-many head's TAL (top-k 10) gives at most 10 points per box, the one-to-one head's (top-1)
+    exactly one for each box that has a candidate point; --one-to-one without a one_to_one section is refused."""
+    common = ["--cfg", "yolo_e2e", "--set", f"data.img_size={SIZE}", "data.workers=0", "--image", str(IMAGE)]
+
+    def pos_per_gt(extra):
+        assert show_assign.main(common + ["--out", str(tmp_path / "a.png")] + extra) == 0
+        line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("pos_per_gt"))
+        return float(line.split()[1])
+
+    many, one = pos_per_gt([]), pos_per_gt(["--one-to-one"])
+    assert 1.0 < many <= 10.0 and one == 1.0
+    assert show_assign.main(["--cfg", "yolov5_ciou", "--one-to-one", "--out", str(tmp_path / "b.png")]) == 2
+    assert "one_to_one" in capsys.readouterr().err
