@@ -311,6 +311,9 @@ class TrainConfig:
     """Use the channels-last memory format; used only on CUDA."""
     grad_clip: float | None = _opt(10.0, check=_in_range(0.0, lo_open=True))
     """Clip the gradient norm to this value before each optimizer step; null = no clipping."""
+    max_bad_steps: int = _opt(0, check=_in_range(0))
+    """Consecutive steps with a NaN / inf loss term that are skipped (batch saved to the run folder); the next
+    one stops the run. 0 = stop at the first."""
     seed: int = _opt(0, check=_in_range(0))
     """Random seed for Python, NumPy and torch."""
     device: str = _opt("auto", check=_check_device)

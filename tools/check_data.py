@@ -11,8 +11,6 @@ data), 2 if the YAML itself cannot be read. Image headers are cached by file siz
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -20,14 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.data.check import HeaderCache, check_dataset, format_report, problem_counts  # noqa: E402
 from detector.data.dataset_yaml import load_dataset_yaml  # noqa: E402
+from detector.engine.start import header_cache_path  # noqa: E402
 from detector.errors import DatasetError  # noqa: E402
-
-
-def default_cache(yaml_path: str) -> str:
-    """``$XDG_CACHE_HOME/detector/check_data/<hash of the YAML's absolute path>.json`` (``~/.cache`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha1(os.path.abspath(yaml_path).encode()).hexdigest()[:16]
-    return os.path.join(base, "detector", "check_data", f"{digest}.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cache = HeaderCache(None if args.no_cache else (args.cache or default_cache(args.data)))
+    cache = HeaderCache(None if args.no_cache else (args.cache or header_cache_path(args.data)))
     reports = check_dataset(spec, cache)
     cache.save()
     print(format_report(spec, reports))

@@ -60,6 +60,28 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file does not exist."""
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+"""First bytes of a ``torch.save`` file (a zip archive, the default since torch 1.6)."""
+LEGACY_MAGIC = b"\x80"
+"""First byte of a legacy (``_use_new_zipfile_serialization=False``) ``torch.save`` file: a pickle protocol opcode."""
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a ``torch.save`` file judging by its first bytes (a text file, an empty file, an
+    image...), or None when it starts like one."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith(ZIP_MAGIC) or head.startswith(LEGACY_MAGIC):
+        return None
+    if not head:
+        return "the file is empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it starts with the bytes {head[:8]!r}"
+    return f"it is a text file starting {text.splitlines()[0][:16]!r}" if text.strip() else "it is blank text"
+
+
 def find_unsafe_value(obj: Any, where: str = "checkpoint") -> str | None:
     """Path and type of the first value that ``torch.load(weights_only=True)`` would refuse, or None.
 
@@ -91,6 +113,7 @@ def find_unsafe_value(obj: Any, where: str = "checkpoint") -> str | None:
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: the file is either the old one or the complete new one.
 
+    The file gets the mode any file ``open()`` creates (``0o666`` less the umask).
     The state is written to a temporary file in the same directory, flushed and fsynced, then moved over
     ``path`` with ``os.replace`` (atomic on POSIX and Windows); the directory is fsynced where possible. On
     any error the temporary file is removed and ``path`` is untouched. Parent directories are created.
@@ -119,6 +142,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp makes 0600; give the mode open() would
         os.replace(tmp_name, path)
     except BaseException:
         try:
@@ -128,6 +152,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -168,6 +199,10 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint file {path} does not exist")
+    why = not_a_checkpoint(path)
+    if why is not None:
+        raise CheckpointError(f"checkpoint file {path} is not a torch checkpoint: {why}, where a torch.save file "
+                              "(a zip archive such as last.pt / best.pt written by tools/train.py) starts with 'PK'")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -11,7 +11,6 @@ That is what makes a resumed run reach the same weights as an uninterrupted one 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,12 @@ from torch import Tensor, nn
 from detector import build
 from detector.assigners.stats import assignment_stats, format_assignment_table
 from detector.config import Config, config_to_dict, save_config
+from detector.errors import ConfigError
 from detector.data import scale_boxes_to_original
 from detector.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from detector.engine.ema import ModelEMA
+from detector.engine.nonfinite import NonFiniteGuard
+from detector.engine.start import check_training_data, load_weights
 from detector.engine.optim import LRSchedule, accumulate_steps, apply_lr, build_optimizer, scaled_weight_decay, warmup_iterations
 from detector.engine.rng import get_rng_state, seed_everything, set_rng_state
 from detector.evaluation.coco import detections_to_coco, evaluate_coco, format_coco_table, write_results_json
@@ -83,13 +85,20 @@ def train_one_epoch(
     channels_last: bool,
     writer=None,
     progress: bool = True,
+    guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of each loss term (per image, as logged by YOLOv5) and of each
-    assignment statistic (``assign/<name>``, :func:`detector.assigners.stats.assignment_stats`)."""
+    assignment statistic (``assign/<name>``, :func:`detector.assigners.stats.assignment_stats`) over the finite steps.
+
+    ``guard`` checks every step's loss terms after the backward pass and before the optimizer step: a non-finite
+    step is skipped together with the gradients accumulated since the last optimizer step, or the run stops
+    (:class:`~detector.engine.nonfinite.NonFiniteLossError`); default: stop at the first, save nothing."""
+    guard = guard if guard is not None else NonFiniteGuard()
     model.train()
     num_batches = len(loader)
     sums: dict[str, float] = {}
     assign_sums: dict[str, Tensor] = {}
+    good = 0
     it = _progress(loader, total=num_batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", enabled=progress)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(it):
@@ -103,6 +112,12 @@ def train_one_epoch(
             outputs = model(images)
         losses = criterion(_float32(outputs), targets)
         scaler.scale(losses["loss"]).backward()
+        terms = {k: float(v.detach()) for k, v in losses.items()}  # the step's one device sync
+        if not guard.check(terms, batch, epoch, i):
+            optimizer.zero_grad(set_to_none=True)  # NaN / inf gradients: never stepped, never carried on
+            continue
+        del terms["loss"]
+        good += 1
         if getattr(criterion, "last_assignment", None) is not None:  # tensors: no device sync until the epoch ends
             stats = assignment_stats(criterion.last_assignment, targets, outputs.priors, images.shape[0])
             for k, v in stats.items():
@@ -118,18 +133,15 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(model)
-        terms = {k: float(v.detach()) for k, v in losses.items() if k != "loss"}
-        if not all(math.isfinite(v) for v in terms.values()):
-            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, batch {i}: {terms}")
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         if progress and hasattr(it, "set_postfix"):
-            it.set_postfix({k: f"{v / (i + 1):.4f}" for k, v in sums.items()}, refresh=False)
+            it.set_postfix({k: f"{v / good:.4f}" for k, v in sums.items()}, refresh=False)
         if writer is not None:
             for g, group in enumerate(optimizer.param_groups):
                 writer.add_scalar(f"lr/pg{g}", group["lr"], step)
-    means = {k: v / max(num_batches, 1) for k, v in sums.items()}
-    means.update({f"assign/{k}": float(v) / max(num_batches, 1) for k, v in assign_sums.items()})
+    means = {k: v / max(good, 1) for k, v in sums.items()}
+    means.update({f"assign/{k}": float(v) / max(good, 1) for k, v in assign_sums.items()})
     return means
 
 
@@ -195,15 +207,26 @@ def fit(
     resume: str | Path | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     progress: bool = True,
+    weights: str | Path | None = None,
 ) -> dict:
     """Train as ``cfg`` says; return the final metrics (COCO stats of the last evaluation and loss terms).
 
     ``resume``: a ``last.pt`` to continue from; the run directory is then the checkpoint's folder and the
-    config is the one stored in the checkpoint (the caller passes it as ``cfg``).
+    config is the one stored in the checkpoint (the caller passes it as ``cfg``), where ``train.epochs`` may be
+    larger than the stored one: the remaining epochs then follow the LR schedule of the longer run (the learning
+    rate of epoch e is ``lr_factor(e, train.epochs)``; epochs already trained keep the rates they had).
+    ``weights``: a checkpoint whose weights (EMA weights when stored) a new run starts from, with a fresh
+    optimizer at epoch 0; its class names must be the dataset's.
+    Before anything is built the ``train`` and ``eval.split`` splits are checked
+    (:func:`detector.engine.start.check_training_data`): fatal data problems stop the run, all listed.
+    A non-finite loss term stops the run after ``train.max_bad_steps`` skipped steps (:mod:`detector.engine.nonfinite`).
     ``on_epoch_end(epoch, metrics)`` is called after each epoch's checkpoint is written.
     """
     tc = cfg.train
+    if resume is not None and weights is not None:
+        raise ValueError("give resume (continue a run) or weights (start a new run from them), not both")
     device = select_device(tc.device)
+    check_training_data(cfg)
     seed_everything(tc.seed, deterministic=tc.deterministic)
     if resume is not None:
         run_dir = Path(resume).parent
@@ -215,6 +238,9 @@ def fit(
     model, criterion, coder = parts.model, parts.criterion, parts.coder
     cuda = device.type == "cuda"
     amp, channels_last = tc.amp and cuda, tc.channels_last and cuda
+    if weights is not None:
+        load_weights(model, weights, list(parts.train_dataset.names))
+        print(f"Starting from the weights of {weights}")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -227,6 +253,9 @@ def fit(
 
     if resume is not None:
         ckpt = load_checkpoint(resume, map_location=device)
+        if ckpt["epoch"] + 1 > tc.epochs:
+            raise ConfigError("train.epochs", f"{resume} has already trained {ckpt['epoch'] + 1} epochs, more than "
+                                              f"train.epochs={tc.epochs}: a resumed run can only be extended")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None and ckpt.get("ema") is not None:
@@ -246,67 +275,74 @@ def fit(
         warmup_bias_lr=tc.warmup_bias_lr, warmup_momentum=tc.warmup_momentum, momentum=tc.momentum,
     )
     writer = _tensorboard(run_dir)
+    guard = NonFiniteGuard(max_bad_steps=tc.max_bad_steps, save_dir=run_dir)
     final_stats: dict[str, float] = dict(state.metrics.get("coco", {}))
     time_before = float(state.metrics.get("train_time_s", 0.0))
     truncate_history(run_dir / "history.jsonl", last_epoch=state.epoch + 1)
     t0 = time.time()
     first_epoch = state.epoch + 1
-    for epoch in range(first_epoch, tc.epochs):
-        seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
-        parts.set_epoch(epoch)
-        means = train_one_epoch(
-            model, criterion, parts.train_loader, optimizer, scaler, ema, device, epoch, schedule,
-            accumulate, tc.grad_clip, amp, channels_last, writer=writer, progress=progress,
-        )
-        terms = {k: v for k, v in means.items() if not k.startswith("assign/")}
-        assign = {k.removeprefix("assign/"): v for k, v in means.items() if k.startswith("assign/")}
-        if assign and epoch == first_epoch:  # the first epoch this process trains
-            print(format_assignment_table(assign, f"assignment over epoch {epoch + 1} ({criterion.assigner!r})"))
-        for k, v in terms.items():
-            writer.add_scalar(f"train/{k}", v, epoch)
-        for k, v in assign.items():
-            writer.add_scalar(f"assign/{k}", v, epoch)
-        last_epoch = epoch == tc.epochs - 1
-        evaluated = None
-        if (epoch + 1) % tc.eval_interval == 0 or last_epoch:
-            eval_model = ema.module if ema is not None else model
-            evaluated = evaluate(eval_model, coder, parts.val_loader, parts.val_dataset, cfg.eval, device,
-                                 progress=progress, detections_path=run_dir / "detections.json" if last_epoch else None)
-            final_stats = evaluated
-            for k, v in evaluated.items():
-                writer.add_scalar(f"metrics/{k}", v, epoch)
-            print(f"epoch {epoch + 1}: mAP50-95 {evaluated['mAP']:.4f}  mAP50 {evaluated['mAP50']:.4f}", flush=True)
-        state.epoch = epoch
-        elapsed = time_before + time.time() - t0
-        state.metrics = {"train": terms, "coco": final_stats, "train_time_s": elapsed}
-        append_history(run_dir / "history.jsonl", {"epoch": epoch + 1, "train": terms, "assign": assign,
-                                                   "coco": evaluated, "lr": [g["lr"] for g in optimizer.param_groups],
-                                                   "time_s": elapsed})
-        fit_value = fitness(final_stats) if final_stats else -1.0
-        is_best = fit_value > state.best_fitness
-        state.best_fitness = max(state.best_fitness, fit_value)
-        ckpt = {
-            "model": model.state_dict(),
-            "ema": ema.module.state_dict() if ema is not None else None,
-            "ema_updates": ema.updates if ema is not None else 0,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if amp else None,
-            "criterion": criterion.state_dict() if hasattr(criterion, "state_dict") else {},
-            "epoch": epoch,
-            "best_fitness": state.best_fitness,
-            "config": config_to_dict(cfg),
-            "metrics": state.metrics,
-            "version": CHECKPOINT_VERSION,
-            "rng": get_rng_state(),
-            "num_classes": parts.num_classes,
-            "names": list(parts.val_dataset.names),
-        }
-        save_checkpoint(run_dir / "last.pt", ckpt)
-        if is_best and final_stats:
-            save_checkpoint(run_dir / "best.pt", ckpt)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, state.metrics)
-    writer.close()
+    try:
+        for epoch in range(first_epoch, tc.epochs):
+            t_epoch, skipped_before = time.time(), guard.skipped
+            seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
+            parts.set_epoch(epoch)
+            means = train_one_epoch(
+                model, criterion, parts.train_loader, optimizer, scaler, ema, device, epoch, schedule,
+                accumulate, tc.grad_clip, amp, channels_last, writer=writer, progress=progress, guard=guard,
+            )
+            terms = {k: v for k, v in means.items() if not k.startswith("assign/")}
+            assign = {k.removeprefix("assign/"): v for k, v in means.items() if k.startswith("assign/")}
+            if assign and epoch == first_epoch:  # the first epoch this process trains
+                print(format_assignment_table(assign, f"assignment over epoch {epoch + 1} ({criterion.assigner!r})"))
+            for k, v in terms.items():
+                writer.add_scalar(f"train/{k}", v, epoch)
+            for k, v in assign.items():
+                writer.add_scalar(f"assign/{k}", v, epoch)
+            last_epoch = epoch == tc.epochs - 1
+            evaluated = None
+            if (epoch + 1) % tc.eval_interval == 0 or last_epoch:
+                eval_model = ema.module if ema is not None else model
+                detections = run_dir / "detections.json" if last_epoch else None
+                evaluated = evaluate(eval_model, coder, parts.val_loader, parts.val_dataset, cfg.eval, device,
+                                     progress=progress, detections_path=detections)
+                final_stats = evaluated
+                for k, v in evaluated.items():
+                    writer.add_scalar(f"metrics/{k}", v, epoch)
+            state.epoch = epoch
+            elapsed = time_before + time.time() - t0
+            print(epoch_line(epoch, tc.epochs, terms, time.time() - t_epoch, evaluated, guard.skipped - skipped_before),
+                  flush=True)
+            state.metrics = {"train": terms, "coco": final_stats, "train_time_s": elapsed}
+            append_history(run_dir / "history.jsonl", {
+                "epoch": epoch + 1, "train": terms, "assign": assign, "coco": evaluated,
+                "lr": [g["lr"] for g in optimizer.param_groups], "time_s": elapsed,
+                "skipped_steps": guard.skipped - skipped_before})
+            fit_value = fitness(final_stats) if final_stats else -1.0
+            is_best = fit_value > state.best_fitness
+            state.best_fitness = max(state.best_fitness, fit_value)
+            ckpt = {
+                "model": model.state_dict(),
+                "ema": ema.module.state_dict() if ema is not None else None,
+                "ema_updates": ema.updates if ema is not None else 0,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if amp else None,
+                "criterion": criterion.state_dict() if hasattr(criterion, "state_dict") else {},
+                "epoch": epoch,
+                "best_fitness": state.best_fitness,
+                "config": config_to_dict(cfg),
+                "metrics": state.metrics,
+                "version": CHECKPOINT_VERSION,
+                "rng": get_rng_state(),
+                "num_classes": parts.num_classes,
+                "names": list(parts.val_dataset.names),
+            }
+            save_checkpoint(run_dir / "last.pt", ckpt)
+            if is_best and final_stats:
+                save_checkpoint(run_dir / "best.pt", ckpt)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, state.metrics)
+    finally:
+        writer.close()
     result = {"coco": final_stats, "train": state.metrics.get("train", {}),
               "train_time_s": state.metrics.get("train_time_s", 0.0),
               "epochs": tc.epochs, "device": str(device), "run_dir": str(run_dir)}
@@ -315,6 +351,18 @@ def fit(
         print(format_coco_table(final_stats))
     print(f"Results written to {run_dir}")
     return result
+
+
+def epoch_line(epoch: int, epochs: int, terms: dict[str, float], seconds: float, evaluated: dict | None,
+               skipped: int = 0) -> str:
+    """The one line printed after each epoch: ``epoch 3/10  lbox 0.0512  lobj 0.0301  12.4 s  mAP50-95 0.1234
+    mAP50 0.2345`` (mAP only when evaluated; ``skipped k`` when k non-finite steps were skipped)."""
+    parts = [f"epoch {epoch + 1}/{epochs}"] + [f"{k} {v:.4f}" for k, v in terms.items()] + [f"{seconds:.1f} s"]
+    if skipped:
+        parts.append(f"skipped {skipped}")
+    if evaluated is not None:
+        parts += [f"mAP50-95 {evaluated['mAP']:.4f}", f"mAP50 {evaluated['mAP50']:.4f}"]
+    return "  ".join(parts)
 
 
 def append_history(path: Path, record: dict) -> None:

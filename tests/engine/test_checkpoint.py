@@ -270,3 +270,32 @@ def test_seed_everything_repeats_draws_and_sets_flags(restore_determinism_flags)
 def test_seed_everything_rejects_bad_seed(seed):
     with pytest.raises(ValueError, match="seed must be an integer"):
         seed_everything(seed)
+
+
+@pytest.mark.parametrize("content,said", [
+    (b"model: yolov5\nepochs: 3\n", "text file starting 'model: yolov5'"),  # a config passed by mistake
+    (b"", "empty"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "bytes"),  # a JPEG
+])
+def test_a_file_that_is_not_a_checkpoint_is_named_without_weights_only_advice(tmp_path, content, said):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "is not a torch checkpoint" in message and said in message
+    assert "weights_only" not in message
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_checkpoint_mode_follows_the_umask_like_open(tmp_path, umask, mode):
+    """A file made by open() under umask u has mode 0o666 & ~u: 022 -> 644, 027 -> 640, 077 -> 600."""
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", {"w": torch.ones(2)})
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == mode == (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert torch.equal(load_checkpoint(path, required_keys=())["w"], torch.ones(2))
