@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from detector.assigners.common import assignment_from_matches, check_targets, pad_targets
-from detector.ops.boxes import _iou_and_union
+from detector.ops.boxes import iou_and_union
 from detector.structures import Assignment, Predictions, Priors
 
 INSIDE_MARGIN = 0.01
@@ -140,7 +140,7 @@ def assign_atss(
     cand_boxes = boxes[candidates]  # (B, G, K, 4)
     # IoU in pixel units (not aligned_iou's per-pair frame): candidates with the same overlap geometry then get
     # bitwise-equal IoUs, which the float64 mean / std below turn into a threshold they all reach
-    ious = _iou_and_union(gt_boxes[:, :, None, :], cand_boxes, 1e-7)[0]  # (B, G, K)
+    ious = iou_and_union(gt_boxes[:, :, None, :], cand_boxes, 1e-7)[0]  # (B, G, K)
     ious64 = ious.to(torch.float32 if device.type == "mps" else torch.float64)
     threshold = ious64.mean(-1)  # (B, G)
     if num_candidates > 1:

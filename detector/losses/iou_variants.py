@@ -19,11 +19,11 @@ from torch import Tensor
 
 from detector.losses.reduction import reduce_loss
 from detector.ops.boxes import (
-    _aspect_consistency,
-    _centre_distance_ratio,
-    _enclosing_frame,
-    _enclosing_wh,
-    _iou_and_union,
+    aspect_consistency,
+    centre_distance_ratio,
+    enclosing_frame,
+    enclosing_wh,
+    iou_and_union,
     aligned_iou,
 )
 
@@ -50,13 +50,13 @@ def siou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: flo
     """
     if theta <= 0:
         raise ValueError(f"siou theta must be > 0; got {theta}")
-    b, t = _enclosing_frame(pred, target)
-    iou = _iou_and_union(b, t, eps)[0]  # (N,)
+    b, t = enclosing_frame(pred, target)
+    iou = iou_and_union(b, t, eps)[0]  # (N,)
     centre_b, size_b = _centre_size(b)  # (N, 2) each
     centre_t, size_t = _centre_size(t)
     d = centre_t - centre_b  # (N, 2) dx, dy
     angle = 2 * (d[..., 0] * d[..., 1]).abs() / (d.pow(2).sum(-1) + eps)  # (N,) sin 2a
-    rho = (d / (_enclosing_wh(b, t) + eps)).pow(2)  # (N, 2)
+    rho = (d / (enclosing_wh(b, t) + eps)).pow(2)  # (N, 2)
     distance = (1 - torch.exp(-(2 - angle)[..., None] * rho)).sum(-1)
     omega = (size_b - size_t).abs() / (torch.maximum(size_b, size_t) + eps)  # (N, 2)
     shape = (1 - torch.exp(-omega)).pow(theta).sum(-1)
@@ -72,10 +72,10 @@ def wiou_v1_terms(pred: Tensor, target: Tensor, eps: float = 1e-7) -> tuple[Tens
     WIoU v1 is ``R * L_IoU``; v2 and v3 multiply it by a focusing factor of ``L_IoU`` over its running mean, which is
     state: :class:`detector.losses.stateful.WIoULoss` (config name ``wiou``).
     """
-    b, t = _enclosing_frame(pred, target)
-    iou = _iou_and_union(b, t, eps)[0]  # (N,)
+    b, t = enclosing_frame(pred, target)
+    iou = iou_and_union(b, t, eps)[0]  # (N,)
     rho2 = (_centre_size(b)[0] - _centre_size(t)[0]).pow(2).sum(-1)  # (N,)
-    c2 = _enclosing_wh(b, t).pow(2).sum(-1).detach()  # (N,)
+    c2 = enclosing_wh(b, t).pow(2).sum(-1).detach()  # (N,)
     return 1 - iou, torch.exp(rho2 / (c2 + eps))
 
 
@@ -117,14 +117,14 @@ def shape_iou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps
     """
     if scale < 0:
         raise ValueError(f"shape_iou scale must be >= 0; got {scale}")
-    b, t = _enclosing_frame(pred, target)
-    iou = _iou_and_union(b, t, eps)[0]  # (N,)
+    b, t = enclosing_frame(pred, target)
+    iou = iou_and_union(b, t, eps)[0]  # (N,)
     centre_b, size_b = _centre_size(b)  # (N, 2) each
     centre_t, size_t = _centre_size(t)
     power = size_t.pow(scale)  # (N, 2) w_gt^s, h_gt^s (target: no gradient needed)
     ww, hh = (2 * power / (power.sum(-1, keepdim=True) + eps)).unbind(-1)  # (N,) each
     d2 = (centre_t - centre_b).pow(2)  # (N, 2)
-    distance = (hh * d2[..., 0] + ww * d2[..., 1]) / (_enclosing_wh(b, t).pow(2).sum(-1) + eps)
+    distance = (hh * d2[..., 0] + ww * d2[..., 1]) / (enclosing_wh(b, t).pow(2).sum(-1) + eps)
     omega = (size_b - size_t).abs() / (torch.maximum(size_b, size_t) + eps)  # (N, 2)
     omega = omega * torch.stack((hh, ww), -1)
     shape = (1 - torch.exp(-omega)).pow(4).sum(-1)
@@ -172,10 +172,10 @@ def ciou_mmdet_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", ep
 
     pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 2]``.
     """
-    b, t = _enclosing_frame(pred, target)
-    iou = _iou_and_union(b, t, eps)[0]  # (N,)
-    distance = _centre_distance_ratio(b, t, _enclosing_wh(b, t), eps)
-    v = _aspect_consistency(b, t, eps)
+    b, t = enclosing_frame(pred, target)
+    iou = iou_and_union(b, t, eps)[0]  # (N,)
+    distance = centre_distance_ratio(b, t, enclosing_wh(b, t), eps)
+    v = aspect_consistency(b, t, eps)
     with torch.no_grad():
         alpha = torch.where(iou > 0.5, v / (v - iou + (1 + eps)), torch.zeros_like(v))
     return reduce_loss(1 - (iou - distance - alpha * v).clamp(min=-1.0, max=1.0), reduction)

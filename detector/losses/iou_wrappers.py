@@ -17,11 +17,11 @@ from torch import Tensor
 
 from detector.losses.reduction import reduce_loss
 from detector.ops.boxes import (
-    _aspect_consistency,
-    _centre_distance_ratio,
-    _enclosing_frame,
-    _enclosing_wh,
-    _iou_and_union,
+    aspect_consistency,
+    centre_distance_ratio,
+    enclosing_frame,
+    enclosing_wh,
+    iou_and_union,
     aligned_iou,
 )
 
@@ -88,16 +88,16 @@ def alpha_iou_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps
         raise ValueError(f"alpha_iou base must be one of {', '.join(ALPHA_BASES)}; got {base!r}")
     if alpha <= 0:
         raise ValueError(f"alpha_iou alpha must be > 0; got {alpha}")
-    b, t = _enclosing_frame(pred, target)
-    iou, union = _iou_and_union(b, t, eps)  # (N,) each
+    b, t = enclosing_frame(pred, target)
+    iou, union = iou_and_union(b, t, eps)  # (N,) each
     loss = 1 - _power(iou, alpha)
     if base == "giou":
-        enclosing_area = _enclosing_wh(b, t).prod(-1)
+        enclosing_area = enclosing_wh(b, t).prod(-1)
         loss = loss + _power((enclosing_area - union) / (enclosing_area + eps), alpha)
     elif base in ("diou", "ciou"):
-        loss = loss + _power(_centre_distance_ratio(b, t, _enclosing_wh(b, t), eps), alpha)
+        loss = loss + _power(centre_distance_ratio(b, t, enclosing_wh(b, t), eps), alpha)
     if base == "ciou":
-        v = _aspect_consistency(b, t, eps)
+        v = aspect_consistency(b, t, eps)
         with torch.no_grad():
             beta = v / (v - iou + (1 + eps))
         loss = loss + _power(beta * v, alpha)

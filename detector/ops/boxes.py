@@ -80,7 +80,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     return inter / (union + eps)
 
 
-def _enclosing_frame(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+def enclosing_frame(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     """Express a broadcast pair of boxes in the frame of the box enclosing both (no gradient through the frame).
 
     boxes1, boxes2 (Tensor[..., 4]) xyxy, broadcastable -> two Tensor[..., 4]: ``(box - origin) / scale`` with
@@ -98,7 +98,7 @@ def _enclosing_frame(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     return (b1 - origin) / scale, (b2 - origin) / scale
 
 
-def _iou_and_union(b1: Tensor, b2: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+def iou_and_union(b1: Tensor, b2: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """Aligned IoU and union of two same-shape Tensor[..., 4] xyxy -> (Tensor[...], Tensor[...])."""
     lt = torch.maximum(b1[..., :2], b2[..., :2])  # (..., 2)
     rb = torch.minimum(b1[..., 2:], b2[..., 2:])  # (..., 2)
@@ -107,16 +107,16 @@ def _iou_and_union(b1: Tensor, b2: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return inter / (union + eps), union
 
 
-def _enclosing_wh(b1: Tensor, b2: Tensor) -> Tensor:
+def enclosing_wh(b1: Tensor, b2: Tensor) -> Tensor:
     """Width and height of the smallest box enclosing each aligned pair: Tensor[..., 4] x2 -> Tensor[..., 2]."""
     return torch.maximum(b1[..., 2:], b2[..., 2:]) - torch.minimum(b1[..., :2], b2[..., :2])
 
 
-def _centre_distance_ratio(b1: Tensor, b2: Tensor, enclosing_wh: Tensor, eps: float) -> Tensor:
+def centre_distance_ratio(b1: Tensor, b2: Tensor, enclosing: Tensor, eps: float) -> Tensor:
     """DIoU's penalty ``rho^2 / (c^2 + eps)``: Tensor[..., 4] x2, Tensor[..., 2] -> Tensor[...]."""
     centre_delta = (b1[..., :2] + b1[..., 2:] - b2[..., :2] - b2[..., 2:]) / 2  # (..., 2)
     rho2 = centre_delta.pow(2).sum(-1)
-    c2 = enclosing_wh.pow(2).sum(-1)
+    c2 = enclosing.pow(2).sum(-1)
     return rho2 / (c2 + eps)
 
 
@@ -130,8 +130,8 @@ def aligned_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     Returns:
         Tensor[...]: IoU in ``[0, 1]``; 0 for disjoint pairs and for pairs of zero-area boxes.
     """
-    b1, b2 = _enclosing_frame(boxes1, boxes2)
-    return _iou_and_union(b1, b2, eps)[0]
+    b1, b2 = enclosing_frame(boxes1, boxes2)
+    return iou_and_union(b1, b2, eps)[0]
 
 
 def aligned_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
@@ -139,9 +139,9 @@ def aligned_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
 
     boxes1, boxes2 (Tensor[..., 4]) float xyxy, broadcastable -> Tensor[...] in ``[-1, 1]``.
     """
-    b1, b2 = _enclosing_frame(boxes1, boxes2)
-    iou, union = _iou_and_union(b1, b2, eps)
-    enclosing_area = _enclosing_wh(b1, b2).prod(-1)
+    b1, b2 = enclosing_frame(boxes1, boxes2)
+    iou, union = iou_and_union(b1, b2, eps)
+    enclosing_area = enclosing_wh(b1, b2).prod(-1)
     return iou - (enclosing_area - union) / (enclosing_area + eps)
 
 
@@ -150,12 +150,12 @@ def aligned_diou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
 
     boxes1, boxes2 (Tensor[..., 4]) float xyxy, broadcastable -> Tensor[...] in ``(-1, 1]``.
     """
-    b1, b2 = _enclosing_frame(boxes1, boxes2)
-    iou = _iou_and_union(b1, b2, eps)[0]
-    return iou - _centre_distance_ratio(b1, b2, _enclosing_wh(b1, b2), eps)
+    b1, b2 = enclosing_frame(boxes1, boxes2)
+    iou = iou_and_union(b1, b2, eps)[0]
+    return iou - centre_distance_ratio(b1, b2, enclosing_wh(b1, b2), eps)
 
 
-def _aspect_consistency(b1: Tensor, b2: Tensor, eps: float) -> Tensor:
+def aspect_consistency(b1: Tensor, b2: Tensor, eps: float) -> Tensor:
     """CIoU's ``v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2``, with ``h + eps`` and ``w, h >= 0``.
 
     b1, b2 (Tensor[..., 4]) xyxy -> Tensor[...] in ``[0, 1]``.
@@ -175,10 +175,10 @@ def aligned_ciou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
 
     boxes1, boxes2 (Tensor[..., 4]) float xyxy, broadcastable -> Tensor[...] in ``(-2, 1]``.
     """
-    b1, b2 = _enclosing_frame(boxes1, boxes2)
-    iou = _iou_and_union(b1, b2, eps)[0]
-    distance = _centre_distance_ratio(b1, b2, _enclosing_wh(b1, b2), eps)
-    v = _aspect_consistency(b1, b2, eps)
+    b1, b2 = enclosing_frame(boxes1, boxes2)
+    iou = iou_and_union(b1, b2, eps)[0]
+    distance = centre_distance_ratio(b1, b2, enclosing_wh(b1, b2), eps)
+    v = aspect_consistency(b1, b2, eps)
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - distance - alpha * v
@@ -193,10 +193,10 @@ def aligned_eiou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
 
     boxes1, boxes2 (Tensor[..., 4]) float xyxy, broadcastable -> Tensor[...] in ``(-3, 1]``.
     """
-    b1, b2 = _enclosing_frame(boxes1, boxes2)
-    iou = _iou_and_union(b1, b2, eps)[0]
-    enclosing = _enclosing_wh(b1, b2)  # (..., 2)
-    distance = _centre_distance_ratio(b1, b2, enclosing, eps)
+    b1, b2 = enclosing_frame(boxes1, boxes2)
+    iou = iou_and_union(b1, b2, eps)[0]
+    enclosing = enclosing_wh(b1, b2)  # (..., 2)
+    distance = centre_distance_ratio(b1, b2, enclosing, eps)
     wh_delta = (b1[..., 2:] - b1[..., :2]) - (b2[..., 2:] - b2[..., :2])  # (..., 2)
     side = (wh_delta.pow(2) / (enclosing.pow(2) + eps)).sum(-1)
     return iou - distance - side
