@@ -7,6 +7,7 @@ loss terms) on the real coco128 boxes of the first ``B`` images letterboxed to 6
 to the level outputs. The model itself is not run. Figures are medians over ``--repeat`` runs after one warm-up.
 
     python benchmarks/bench_assign.py [--batch 16 64] [--threads 1] [--repeat 5] [--presets yolov5_ciou fcos ...]
+        [--img-size 640] [--json PATH] [--smoke]
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from _common import row, write_json
 from detector import build
 from detector.config import load_config
 from detector.data.coco import letterboxed_coco_targets
@@ -59,22 +61,33 @@ def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes:
     return statistics.median(times) * 1000
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--presets", nargs="+", default=PRESETS)
-    args = parser.parse_args()
+    parser.add_argument("--img-size", type=int, default=640)
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON to PATH")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run of the same code (CI)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.batch, args.repeat, args.img_size = [2], 1, 128
+        args.presets = [p for p in args.presets if p in ("yolov5_ciou", "yolov8_tal")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"assignment + loss, forward + backward, s-size outputs at 640 px, {args.threads} thread(s), median of "
-          f"{args.repeat}")
+    print(f"assignment + loss, forward + backward, s-size outputs at {args.img_size} px, {args.threads} thread(s), "
+          f"median of {args.repeat}")
     print("| preset | " + " | ".join(f"batch {b} (ms)" for b in args.batch) + " |")
     print("|---|" + "---:|" * len(args.batch))
+    rows = []
     for name in args.presets:
-        row = [f"{time_preset(name, b, args.repeat):,.0f}" for b in args.batch]
-        print(f"| {name} | " + " | ".join(row) + " |", flush=True)
+        ms = {f"batch_{b}_ms": time_preset(name, b, args.repeat, args.img_size) for b in args.batch}
+        print(f"| {name} | " + " | ".join(f"{v:,.0f}" for v in ms.values()) + " |", flush=True)
+        rows.append(row("assignment + loss", f"{name}, s outputs at {args.img_size} px", torch.device("cpu"), **ms))
+    if args.json:
+        write_json(rows, args.json, argv, __file__)
+    return rows
 
 
 if __name__ == "__main__":

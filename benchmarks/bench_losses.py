@@ -12,7 +12,7 @@ Every name of ``BOX`` and ``CLS`` is timed as the criterion calls it: through it
 default parameters (a stateful loss, ``wiou`` or ``ghm``, as a fresh instance in training mode, so its state update
 is timed too), with ``image_size`` or ``pred_log_var`` where the loss takes it. The output is a markdown table.
 
-    python benchmarks/bench_losses.py --repeat 20 [--device cuda] [--pairs 10000]
+    python benchmarks/bench_losses.py --repeat 20 [--device cuda] [--pairs 10000] [--json PATH] [--smoke]
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from _common import row, write_json
 from detector.losses.box import BOX
 from detector.losses.classification import CLS
 from detector.losses.spec import parse_loss_spec
@@ -101,7 +102,7 @@ def bench(name: str, loss_fn, inputs: tuple, kwargs: dict, repeat: int, warmup: 
     return time_call(forward, repeat, warmup, device), time_call(forward_backward, repeat, warmup, device)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64, help="coco128 images whose boxes make the pairs")
     parser.add_argument("--pairs", type=int, default=10_000, help="box pairs (and rows of 80 class logits)")
@@ -113,7 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels", default=None, help="YOLO label folder (default: coco128 in data/ or ../shared)")
     parser.add_argument("--only", nargs="*", default=None, help="time only these names")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON to PATH")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run of the same code (CI)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.batch, args.pairs, args.repeat, args.warmup = 4, 200, 1, 1
 
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(args.seed)
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
           f"runs after {args.warmup} warm-up\n")
     print("| loss | table | forward ms | forward + backward ms |")
     print("|---|---|---:|---:|")
+    rows = []
     for family, table, inputs in (("box", BOX, (pred, target)), ("cls", CLS, (logits, one_hot))):
         for name in table:
             if args.only is not None and name not in args.only:
@@ -148,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
                 extra["image_size"] = image_size
             fwd, both = bench(name, spec, inputs, extra, args.repeat, args.warmup, device)
             print(f"| `{name}` | {family} | {fwd:.2f} | {both:.2f} |", flush=True)
+            rows.append(row("loss", f"{family} {name}, {n} pairs", device, forward_ms=fwd, forward_backward_ms=both))
+    if args.json:
+        write_json(rows, args.json, argv, __file__)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,111 +1,86 @@
 #!/usr/bin/env python
-"""Training and inference speed of the YOLOv5 recipe on this machine, printed as a table.
+"""Training step time and throughput: what ``train_one_epoch`` spends per batch, after warm-up.
 
-For each model size: one training step (forward, assignment + composite loss, backward, SGD step) on a batch of
-real coco128 images, and inference (forward + decode + NMS) per image, both after warm-up; peak CUDA memory on GPU.
+One step = everything the trainer does for a batch: move to the device, forward (AMP and channels_last on CUDA
+as ``fit`` does), assignment + composite loss, backward, optimizer step, EMA update, the per-step loss sync and
+assignment statistics. It runs through ``detector.engine.trainer.train_one_epoch`` itself, so it times the code
+that trains. ``train.nbs`` is set to the batch size unless ``--set train.nbs=...`` says otherwise: an optimizer
+step at every batch (YOLOv5 at batch 16 with nbs 64 steps the optimizer every fourth batch).
 
-    python benchmarks/bench_train.py                           # n and s, 320 px, batch 8 on CPU (16 on CUDA)
-    python benchmarks/bench_train.py --sizes n --img-size 640 --batch-size 16 --steps 20 --device cuda
+Batches (``--source``):
+  fixed   real coco128 images, augmented by the config's pipeline and collated once before timing (up to 4
+          distinct batches, cycled): the model's side alone, as in the issue's CPU comparison with YOLOv5;
+  loader  drawn from the training loader while timing (``--workers`` processes): the whole pipeline, for the GPU
+          throughput figure, where augmentation can be the bottleneck.
+
+    python benchmarks/bench_train.py --sizes n --img-size 320 640 --batch-size 16          # CPU figure
+    python benchmarks/bench_train.py --device cuda --sizes s --img-size 640 --batch-size 64 --source loader \\
+        --workers 16 --steps 50 --warmup 10                                                 # GPU figure
 """
 from __future__ import annotations
 
-import argparse
-import platform
-import time
+from itertools import cycle
 
 import torch
 
+from _common import Take, base_parser, report, row, run_epoch, setup, step_parts, timed
 from detector import build
 from detector.config import load_config
-from detector.engine.trainer import predict, select_device
+
+DISTINCT_BATCHES = 4
 
 
-def sync(device: torch.device) -> None:
+def endless_batches(parts):
+    """The training loader's batches, epoch after epoch (re-seeded per epoch as ``fit`` does)."""
+    epoch = 0
+    while True:
+        parts.set_epoch(epoch)
+        yield from parts.train_loader
+        epoch += 1
+
+
+def bench_step(args, device: torch.device, size: str, img: int) -> dict:
+    """Build the parts for (size, img), warm up, time ``args.steps`` steps; return one result row."""
+    overrides = [f"model.size={size}", f"data.img_size={img}", f"data.workers={args.workers}",
+                 f"train.batch_size={args.batch_size}", f"train.nbs={args.batch_size}", *args.set]
+    cfg = load_config(args.preset, overrides)
+    parts = build.build_all(cfg, device)
+    source = endless_batches(parts)
+    if args.source == "fixed":  # collated before timing, then cycled
+        source = cycle([next(source) for _ in range(min(DISTINCT_BATCHES, len(parts.train_loader)))])
+    sp = step_parts(cfg, parts, device, batches_per_epoch=len(parts.train_loader))
+    run_epoch(sp, Take(source, args.warmup), epoch=0)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def bench_size(size: str, args, device: torch.device) -> dict:
-    cfg = load_config("yolov5_ciou", [f"model.size={size}", f"data.img_size={args.img_size}", "data.workers=0",
-                                      f"train.batch_size={args.batch_size}", f"eval.batch_size={args.batch_size}"])
-    dataset = build.build_dataset(cfg, "train")
-    loader = build.build_loader(cfg, dataset, train=True)
-    batch = next(iter(loader))
-    model = build.build_model(cfg, len(dataset.names)).to(device)
-    criterion = build.build_criterion(cfg, len(dataset.names))
-    coder = build.build_coder(cfg)
-    cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    images = batch.images.to(device)
-    if cuda:
-        images = images.contiguous(memory_format=torch.channels_last)
-    targets = batch.targets.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
-
-    def step() -> None:
-        with torch.autocast(device.type, enabled=cuda):
-            outputs = model(images)
-        losses = criterion(outputs, targets)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    model.train()
-    for _ in range(args.warmup):
-        step()
-    sync(device)
-    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync(device)
-    train_s = (time.perf_counter() - t) / args.steps
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
-
-    model.eval()
-    for _ in range(args.warmup):
-        predict(model, coder, images, cfg.eval)
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        with torch.autocast(device.type, enabled=cuda):
-            predict(model, coder, images, cfg.eval)
-    sync(device)
-    infer_s = (time.perf_counter() - t) / args.steps
-    return {
-        "size": size,
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_ms_per_step": 1000 * train_s,
-        "train_img_per_s": args.batch_size / train_s,
-        "infer_ms_per_img": 1000 * infer_s / args.batch_size,
-        "peak_mib": peak,
-    }
+    seconds = timed(lambda: run_epoch(sp, Take(source, args.steps), epoch=1), device) / args.steps
+    flags = ", ".join(f for f, on in (("amp", sp.amp), ("channels_last", sp.channels_last)) if on)
+    config = (f"{args.preset} {size}, {img} px, batch {cfg.train.batch_size}, nbs {cfg.train.nbs}, "
+              f"{args.source} batches" + (f", {args.workers} workers" if args.source == "loader" else "")
+              + (f", {flags}" if flags else "") + f"; {args.steps} steps after {args.warmup}")
+    return row("train step", config, device,
+               ms_per_step=1000 * seconds, images_per_s=cfg.train.batch_size / seconds,
+               params=sum(p.numel() for p in parts.model.parameters()),
+               peak_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", nargs="+", default=["n", "s"])
-    p.add_argument("--img-size", type=int, default=320)
-    p.add_argument("--batch-size", type=int, default=None, help="default 8 on CPU, 16 on CUDA")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="auto")
-    args = p.parse_args()
-    device = select_device(args.device)
-    args.batch_size = args.batch_size or (16 if device.type == "cuda" else 8)
-    torch.manual_seed(0)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
-    print(f"device: {device} ({name}); torch {torch.__version__}; img {args.img_size}, batch {args.batch_size}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up; conf 0.001 NMS for inference")
-    print(f"{'size':<5}{'params':>12}{'train ms/step':>15}{'train img/s':>13}{'infer ms/img':>14}{'peak MiB':>10}")
-    for size in args.sizes:
-        r = bench_size(size, args, device)
-        print(f"{r['size']:<5}{r['params']:>12,}{r['train_ms_per_step']:>15.1f}{r['train_img_per_s']:>13.1f}"
-              f"{r['infer_ms_per_img']:>14.2f}{r['peak_mib']:>10.0f}")
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = base_parser(__doc__)
+    p.add_argument("--preset", default="yolov5_ciou", help="config name or path (default yolov5_ciou)")
+    p.add_argument("--sizes", nargs="+", default=["n"], help="model sizes (default n)")
+    p.add_argument("--img-size", type=int, nargs="+", default=[320, 640], help="input sizes (default 320 640)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=8, help="timed steps (default 8)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--source", choices=("fixed", "loader"), default="fixed")
+    p.add_argument("--workers", type=int, default=0, help="loader processes (default 0)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.img_size, args.batch_size, args.steps, args.warmup = ["n"], [64], 2, 1, 1
+        args.set = ["data.max_images=4", *args.set]
+    device = setup(args)
+    rows = [bench_step(args, device, size, img) for size in args.sizes for img in args.img_size]
+    report(rows, args.json, argv, __file__)
+    return rows
 
 
 if __name__ == "__main__":

@@ -294,18 +294,27 @@ def build_dataset(cfg: Config, split: str):
     return build_split(str(resolve_dataset(cfg)), split, max_images=cfg.data.max_images)
 
 
-def build_loader(cfg: Config, dataset, train: bool, epoch: int = 0):
-    """A training loader (augmented, shuffled, batch ``train.batch_size``) or an evaluation loader."""
+def build_loader(cfg: Config, dataset, train: bool, epoch: int = 0, rank: int = 0, world_size: int = 1):
+    """A training loader (augmented, shuffled, batch ``train.batch_size``) or an evaluation loader; under data
+    parallelism this rank's slice of each batch (``world_size`` must divide ``train.batch_size``; an evaluation
+    batch is rounded up to a multiple of it)."""
     from detector.data import AugmentConfig, build_dataloader
 
+    if train and cfg.train.batch_size % world_size:
+        raise ConfigError("train.batch_size", f"{cfg.train.batch_size} images cannot be split evenly over "
+                                              f"{world_size} processes; use a multiple of {world_size}")
     augment = AugmentConfig(**dataclasses.asdict(cfg.augment)) if train else None
+    batch_size = cfg.train.batch_size if train else -(-cfg.eval.batch_size // world_size) * world_size
     return build_dataloader(
         dataset,
         img_size=cfg.data.img_size,
-        batch_size=cfg.train.batch_size if train else cfg.eval.batch_size,
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
         train=train,
         augment=augment,
         workers=cfg.data.workers,
+        worker_timeout=cfg.data.worker_timeout,
         seed=epoch_seed(cfg.train.seed, epoch),
         shuffle=train,
         pin_memory=torch.cuda.is_available(),
@@ -330,6 +339,8 @@ class Parts:
     val_loader: object
     num_classes: int
     cfg: Config
+    rank: int = 0
+    world_size: int = 1
 
     mosaic_closed: bool = False
 
@@ -346,15 +357,17 @@ class Parts:
         if close != self.mosaic_closed:
             mosaic = 0.0 if close else cfg.augment.mosaic
             cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, mosaic=mosaic))
-            self.train_loader = build_loader(cfg, self.train_dataset, train=True)
+            self.train_loader = build_loader(cfg, self.train_dataset, train=True, rank=self.rank,
+                                             world_size=self.world_size)
             self.mosaic_closed = close
         self.train_loader.sampler.reseed(epoch_seed(self.cfg.train.seed, epoch))
         if hasattr(self.criterion, "set_epoch"):  # a loss schedule (NMS-free training's weights)
             self.criterion.set_epoch(epoch, self.cfg.train.epochs)
 
 
-def build_all(cfg: Config, device: torch.device) -> Parts:
-    """Datasets, loaders, model (on ``device``), coder and criterion of a training run."""
+def build_all(cfg: Config, device: torch.device, rank: int = 0, world_size: int = 1) -> Parts:
+    """Datasets, loaders, model (on ``device``), coder and criterion of a training run; the loaders give rank
+    ``rank`` of ``world_size`` its slice of every batch (:mod:`detector.engine.distributed`)."""
     train_ds = build_dataset(cfg, "train")
     val_ds = build_dataset(cfg, cfg.eval.split)
     num_classes = len(train_ds.names)
@@ -367,8 +380,10 @@ def build_all(cfg: Config, device: torch.device) -> Parts:
         coder=build_coder(cfg),
         train_dataset=train_ds,
         val_dataset=val_ds,
-        train_loader=build_loader(cfg, train_ds, train=True),
-        val_loader=build_loader(cfg, val_ds, train=False),
+        train_loader=build_loader(cfg, train_ds, train=True, rank=rank, world_size=world_size),
+        val_loader=build_loader(cfg, val_ds, train=False, rank=rank, world_size=world_size),
         num_classes=num_classes,
         cfg=cfg,
+        rank=rank,
+        world_size=world_size,
     )

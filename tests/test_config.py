@@ -1,4 +1,4 @@
-"""Tests for detector/config.py: schema defaults, base inheritance, overrides, errors with file:line, saving.
+"""Tests for detector/config/: schema defaults, base inheritance, overrides, errors with file:line, saving.
 
 Line numbers in expected messages are counted by hand in the YAML written by each test (line 1 is the first
 line of the dedented text).

@@ -6,12 +6,15 @@
     python tools/train.py --resume runs/train/exp/last.pt              # continue an interrupted run
     python tools/train.py --resume runs/train/exp/last.pt --set train.epochs=300   # extend a run
     python tools/train.py --cfg yolov5_ciou --weights runs/train/exp/best.pt       # a new run from trained weights
+    torchrun --nproc_per_node 4 tools/train.py --cfg yolov5_ciou --set train.batch_size=64  # 4 processes, DDP
 
 --resume uses the config stored in the checkpoint; --set may change only train.epochs, train.eval_interval,
-train.device, data.workers and eval.batch_size there. A larger train.epochs extends the run: the epochs still to
-train follow the learning-rate schedule of a run planned with the new count from the start (the epochs already
+train.device, data.workers, data.worker_timeout and eval.batch_size there. A larger train.epochs extends the run:
+the epochs still to train follow the learning-rate schedule of a run planned with the new count from the start (the epochs already
 trained keep the rates they had), and close_mosaic counts from the new end. --weights starts a new run (fresh
 optimizer, epoch 0) from a checkpoint's weights (its EMA weights when it has them); the class names must match.
+Under torchrun, train.batch_size is the global batch (each rank takes batch_size / N) and rank 0 writes the run
+directory; see the README's "Several GPUs or machines".
 Exit codes: 0 done, 2 an error in the config, the data, a checkpoint, or a loss that went NaN / inf.
 """
 from __future__ import annotations

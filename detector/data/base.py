@@ -1,40 +1,27 @@
 """The sample type every dataset yields, and the base class the three dataset formats share.
 
-Box format: ``(x1, y1, x2, y2)`` in pixels of the image as stored on disk (before any resize),
+Box format: ``(x1, y1, x2, y2)`` in pixels of the image as displayed (before any resize),
 float32, ``0 <= x1 < x2 <= width`` and ``0 <= y1 < y2 <= height``. Class labels are contiguous
 indices ``0..C-1``; ``dataset.cat_ids[label]`` is the category id used in the COCO ground truth.
 
-Images are decoded with OpenCV ignoring EXIF orientation, so pixels are the stored array that
-COCO's ``width``/``height`` and box coordinates refer to, and returned as RGB uint8.
+"As displayed": with the image's EXIF orientation applied (see :mod:`detector.data.files`, which reads
+image headers and pixels).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
-import os
 import warnings
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from detector.data.files import dataset_error, read_image_oriented, size_mismatch  # dataset_error: re-exported
 from detector.errors import DatasetError
-
-
-def dataset_error(file: str, message: str, line: int | None = None) -> DatasetError:
-    """A :class:`DatasetError` whose message starts with ``file:line:`` (or ``file:``).
-
-    The location is also kept as attributes ``file`` and ``line`` for callers that want it.
-    """
-    where = f"{file}:{line}" if line is not None else f"{file}"
-    err = DatasetError(f"{where}: {message}")
-    err.file, err.line = file, line
-    return err
 
 
 @dataclass(frozen=True)
@@ -97,8 +84,8 @@ class Sample:
         labels (ndarray[k] int64): contiguous class index ``0..C-1`` of each box.
         image_id (int): id of the image in the dataset's COCO ground truth (``coco_gt()``).
         path (str): file the image was read from.
-        orig_size (tuple[int, int]): ``(h, w)`` of the image as stored on disk; defaults to the
-            shape of ``image``, and is carried unchanged through resizing and augmentation.
+        orig_size (tuple[int, int]): ``(h, w)`` of the image as read (displayed, EXIF orientation applied);
+            defaults to the shape of ``image``, and is carried unchanged through resizing and augmentation.
     """
 
     image: np.ndarray
@@ -120,7 +107,7 @@ class ImageRecord:
     Attributes:
         path (str): image file.
         image_id (int): id in the dataset's COCO ground truth.
-        height, width (int): size of the stored image in pixels.
+        height, width (int): size of the image as displayed (EXIF orientation applied) in pixels.
         boxes (ndarray[k, 4] float32): xyxy pixels, training targets only (no crowd boxes).
         labels (ndarray[k] int64): contiguous class indices.
     """
@@ -131,88 +118,6 @@ class ImageRecord:
     width: int
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-EXIF_ORIENTATION = 0x0112
-
-
-def _decode_fails(path: str) -> str | None:
-    """PIL's full decode of ``path``: None if it decodes, else its error text (e.g. 'image file is truncated')."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except (OSError, ValueError, SyntaxError) as e:
-        return str(e) or type(e).__name__
-    return None
-
-
-def truncation_error(path: str, head: bytes, tail: bytes) -> str | None:
-    """Why a JPEG whose first and last two bytes are ``head``/``tail`` is truncated, else None.
-
-    A JPEG ends with the EOI marker ``FF D9``; a file that starts like a JPEG but does not end with it is
-    decoded in full once (some cameras append data after EOI) and reported only if that decode fails.
-    """
-    if head != JPEG_START or tail == JPEG_END:
-        return None
-    reason = _decode_fails(path)
-    return None if reason is None else f"truncated JPEG (no end marker; {reason}); re-export or remove it"
-
-
-@dataclass(frozen=True)
-class ImageHeader:
-    """What :func:`read_image_header` learns without decoding pixels: stored ``height``, ``width``, EXIF
-    ``orientation`` (1 = upright; 5..8 swap width and height when applied), and the file ``format``."""
-
-    height: int
-    width: int
-    orientation: int = 1
-    format: str = ""
-
-
-def read_image_header(path: str) -> ImageHeader:
-    """Size, EXIF orientation and format of an image file from its header (plus a truncation check for JPEGs).
-
-    Raises DatasetError naming the file when it is missing, empty, not an image, or a truncated JPEG.
-    """
-    try:
-        with open(path, "rb") as f, Image.open(f) as im:
-            width, height = im.size
-            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
-            fmt = im.format or ""
-            f.seek(0)
-            head = f.read(2)
-            f.seek(-2, os.SEEK_END)
-            tail = f.read(2)
-    except FileNotFoundError:
-        raise dataset_error(path, "image file not found") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        size = os.path.getsize(path) if os.path.isfile(path) else 0
-        what = "empty file (0 bytes)" if size == 0 else f"not an image PIL can read ({e})"
-        raise dataset_error(path, f"cannot read image header: {what}") from None
-    truncated = truncation_error(path, head, tail)
-    if truncated:
-        raise dataset_error(path, truncated)
-    return ImageHeader(int(height), int(width), orientation, fmt)
-
-
-def read_image_rgb(path: str) -> np.ndarray:
-    """Read an image file -> ndarray[H, W, 3] uint8 RGB (EXIF orientation ignored).
-
-    Raises DatasetError naming the file when it is missing, cannot be decoded, or is a truncated JPEG
-    (which OpenCV would decode with a grey bottom and only a libjpeg warning naming no file).
-    """
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # (nbytes,)
-    except OSError:
-        data = np.zeros(0, np.uint8)
-    truncated = truncation_error(path, data[:2].tobytes(), data[-2:].tobytes())
-    if truncated:
-        raise dataset_error(path, truncated)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
-    if image is None:
-        raise dataset_error(path, "cannot read image (missing file or not an image OpenCV can decode)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def coco_from_dict(dataset: dict) -> COCO:
@@ -300,13 +205,10 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
-        image = read_image_rgb(record.path)
+        image, orientation = read_image_oriented(record.path)
         if image.shape[:2] != (record.height, record.width):
-            raise dataset_error(
-                record.path,
-                f"image is {image.shape[1]}x{image.shape[0]} (w x h) but the annotations "
-                f"({self.source}) say {record.width}x{record.height}",
-            )
+            raise size_mismatch(record.path, image.shape[:2], orientation, (record.height, record.width),
+                                self.source)
         return Sample(image=image, boxes=record.boxes.copy(), labels=record.labels.copy(),
                       image_id=record.image_id, path=record.path)
 

@@ -2,7 +2,8 @@
 
 :func:`check_split` builds a split leniently (``strict=False``: bad files are recorded, not raised), then reads
 each image's header (size, EXIF orientation, truncation) through a :class:`HeaderCache` keyed by file size and
-mtime, compares it with the size the annotations state, and summarises the split. :func:`format_report` prints
+mtime, compares its size as displayed (EXIF orientation applied) with the size the annotations state, counts the
+EXIF-rotated images among the repairs, and summarises the split. :func:`format_report` prints
 it; ``tools/check_data.py`` is the command line.
 """
 from __future__ import annotations
@@ -15,14 +16,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.data.base import ImageHeader, Problem, dataset_error, problem_from_error, read_image_header
+from detector.data.base import Problem, problem_from_error
+from detector.data.files import ImageHeader, dataset_error, read_image_header, size_mismatch
 from detector.data.dataset_yaml import DatasetSpec, build_dataset
 from detector.errors import DatasetError
 
+EXIF_REPAIR = "images EXIF-rotated"
+"""The repair count of images whose EXIF orientation (2..8) is applied to pixels and size when they are read."""
 IMAGE_BUCKETS = ((320, "<=320"), (640, "321-640"), (1280, "641-1280"), (float("inf"), ">1280"))
 """Images by their longest side in pixels."""
 BOX_BUCKETS = ((32.0, "small <32²"), (96.0, "medium <96²"), (float("inf"), "large"))
-"""Boxes by COCO's area ranges (square root of the area in pixels of the stored image)."""
+"""Boxes by COCO's area ranges (square root of the area in pixels of the image as displayed)."""
 
 
 class HeaderCache:
@@ -111,22 +115,22 @@ def _bucket_counts(values: np.ndarray, buckets, inclusive: bool) -> dict[str, in
     return {label: int(c) for (_, label), c in zip(buckets, counts)}
 
 
-def header_problems(records, cache: HeaderCache) -> list[Problem]:
-    """Unreadable or truncated images, sizes differing from the annotations (fatal), EXIF rotation (a note)."""
-    problems = []
+def header_problems(records, cache: HeaderCache) -> tuple[list[Problem], int]:
+    """Unreadable or truncated images and sizes (as displayed) differing from the annotations, all fatal; and the
+    number of the other images whose EXIF orientation is applied when they are read (a repair, counted)."""
+    problems, oriented = [], 0
     for r in records:
         try:
             h = cache.header(r.path)
         except DatasetError as e:
             problems.append(problem_from_error(e, r.path))
             continue
-        if (h.height, h.width) != (r.height, r.width):
-            problems.append(Problem(r.path, f"image is {h.width}x{h.height} (w x h) but the annotations say "
-                                            f"{r.width}x{r.height}"))
-        if h.orientation != 1:
-            problems.append(Problem(r.path, f"EXIF orientation {h.orientation}: the stored pixels are used "
-                                            f"unrotated; its boxes must describe the stored view", fatal=False))
-    return problems
+        if h.displayed_size != (r.height, r.width):
+            err = size_mismatch(r.path, h.displayed_size, h.orientation, (r.height, r.width))
+            problems.append(problem_from_error(err, r.path))
+        elif h.orientation != 1:
+            oriented += 1
+    return problems, oriented
 
 
 def check_split(spec: DatasetSpec, split: str, cache: HeaderCache | None = None) -> SplitReport:
@@ -144,7 +148,10 @@ def check_split(spec: DatasetSpec, split: str, cache: HeaderCache | None = None)
     report.problems = list(ds.problems)
     report.problems += [Problem(p, "label file has no image; ignored", fatal=False)
                         for p in getattr(ds, "orphan_labels", [])]
-    report.problems += header_problems(ds.records, cache)
+    found, oriented = header_problems(ds.records, cache)
+    report.problems += found
+    if oriented:
+        report.repairs[EXIF_REPAIR] = oriented
     bad = {p.file for p in report.problems if p.fatal}
     records = [r for r in ds.records if r.path not in bad]
     labels = np.concatenate([r.labels for r in records] + [np.zeros(0, np.int64)])  # (n,)

@@ -117,8 +117,9 @@ class CocoDataset(DetectionDataset):
 
         Non-crowd boxes are the clipped training targets (``bbox`` = their ``(x, y, w, h)``); the file's
         ``area`` is kept where positive (COCO's small / medium / large split uses it), else ``w * h``.
-        Crowd annotations keep their box and ``iscrowd = 1``. Annotation ids are ``1..N`` whatever the file's
-        (pycocotools treats id 0 as "no match"); categories are the classes. Built once per set of image ids.
+        Crowd annotations keep their box (clipped to the image) and ``iscrowd = 1``. Annotation ids are ``1..N``
+        whatever the file's (pycocotools treats id 0 as "no match"); categories are the classes. Built once per set
+        of image ids.
         """
         key = tuple(self.image_ids)
         cached = getattr(self, "_gt_cache", None)

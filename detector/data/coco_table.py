@@ -5,10 +5,10 @@ What is wrong with a file is collected as :class:`Problem` s rather than raised 
 - fatal: an image id used twice (pycocotools would keep one entry and move the other's boxes onto it), an image
   without ``file_name``/``height``/``width``, a category id used twice, an annotation without ``image_id``,
   ``category_id`` or a ``bbox`` of 4 finite numbers, a category id not listed in ``categories``;
-- repaired and counted: boxes with no area left after clipping to their image (negative or zero width or
-  height, wholly outside) are dropped from training *and* from the evaluation ground truth; annotation ids
-  are renumbered 1..N for evaluation (pycocotools reads an id of 0, which Roboflow exports start at, as
-  "no match"); annotations of an image not in ``images`` are ignored;
+- repaired and counted: boxes (crowd regions too) are clipped to their image, and those with no area left
+  (negative or zero width or height, wholly outside) are dropped from training *and* from the evaluation ground
+  truth; annotation ids are renumbered 1..N for evaluation (pycocotools reads an id of 0, which Roboflow exports
+  start at, as "no match"); annotations of an image not in ``images`` are ignored;
 - a category with no annotation whose name is another category's ``supercategory`` (Roboflow lists the
   dataset's name as category 0 this way) is not a class; the warning names it.
 
@@ -36,7 +36,7 @@ class CocoTable:
         names (list[str]): name of each class.
         image_index (ndarray[N] int64): position in ``images`` of each kept annotation.
         labels (ndarray[N] int64): class index of each kept annotation.
-        xyxy (ndarray[N, 4] float32): box clipped to its image, pixels.
+        xyxy (ndarray[N, 4] float32): box (or crowd region) clipped to its image, pixels; positive width and height.
         area (ndarray[N] float64): the file's ``area`` where positive and finite, else the clipped box's.
         crowd (ndarray[N] bool): ``iscrowd`` (not a training target; an ignore region in evaluation).
         ann_ids (ndarray[N] int64): the file's annotation id of each kept annotation (for messages).
@@ -58,7 +58,18 @@ class CocoTable:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (not a bool) that fits int64."""
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
+
+
+def _is_finite(value) -> bool:
+    """A finite int or float (not a bool) that fits float64."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64
+        return False
 
 
 def _ids_text(ids, limit: int = 10) -> str:
@@ -70,7 +81,7 @@ def _ids_text(ids, limit: int = 10) -> str:
 def check_images(images: list, ann_file: str) -> tuple[list[dict], list[Problem]]:
     """The image entries with unique int ids and ``file_name``/``height``/``width``, sorted by id; problems."""
     problems = []
-    counts = Counter(im.get("id") if isinstance(im, dict) else None for im in images)
+    counts = Counter(im.get("id") if isinstance(im, dict) and _is_int(im.get("id")) else None for im in images)
     duplicates = sorted(i for i, n in counts.items() if n > 1 and _is_int(i))
     if duplicates:
         files = {i: [im.get("file_name") for im in images if isinstance(im, dict) and im.get("id") == i]
@@ -100,7 +111,7 @@ def check_categories(categories: list, used: set, ann_file: str) -> tuple[list[i
             problems.append(Problem(ann_file, f"category id {c['id']} is listed twice in 'categories'"))
         else:
             cats[c["id"]] = c
-    supers = {c.get("supercategory") for c in cats.values()}
+    supers = {str(c.get("supercategory")) for c in cats.values() if c.get("supercategory") is not None}
     dropped = [i for i, c in cats.items() if i not in used and str(c.get("name", i)) in supers]
     for i in dropped:
         problems.append(Problem(ann_file, f"category id {i} ({cats[i].get('name')!r}) has no annotations and is "
@@ -116,9 +127,8 @@ def _bbox_array(anns: list[dict], ann_file: str) -> tuple[np.ndarray, np.ndarray
     try:
         xywh = np.asarray(bbox, dtype=np.float64).reshape(len(anns), 4)  # fast path: all well formed
         ok = np.isfinite(xywh).all(1)
-    except (TypeError, ValueError):
-        ok = np.asarray([isinstance(b, (list, tuple)) and len(b) == 4 and
-                         all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b)
+    except (TypeError, ValueError, OverflowError):
+        ok = np.asarray([isinstance(b, (list, tuple)) and len(b) == 4 and all(_is_finite(v) for v in b)
                          for b in bbox], dtype=bool)
         xywh = np.asarray([b if good else [0, 0, 0, 0] for b, good in zip(bbox, ok)], np.float64).reshape(-1, 4)
     problems = [Problem(ann_file, f"annotation id {anns[k].get('id') if isinstance(anns[k], dict) else None}: "
@@ -132,10 +142,10 @@ def coco_table(data: dict, ann_file: str) -> CocoTable:
     images, problems = check_images(data["images"], ann_file)
     anns = list(data["annotations"])
     fields_ok = np.asarray([isinstance(a, dict) and _is_int(a.get("image_id")) and _is_int(a.get("category_id"))
-                            for a in anns], dtype=bool)
+                            and a.get("iscrowd", 0) in (0, 1) for a in anns], dtype=bool)
     problems += [Problem(ann_file, f"annotation {a.get('id') if isinstance(a, dict) else k!r}: needs integer "
-                                   f"image_id and category_id, got {a!r:.100}") for k, a in enumerate(anns)
-                 if not fields_ok[k]]
+                                   f"image_id and category_id (and iscrowd 0 or 1), got {a!r:.100}")
+                 for k, a in enumerate(anns) if not fields_ok[k]]
     xywh, box_ok, box_problems = _bbox_array(anns, ann_file)  # (N, 4), (N,)
     problems += box_problems
     get = lambda key, default: np.asarray([a.get(key, default) if ok else default  # noqa: E731
@@ -144,12 +154,12 @@ def coco_table(data: dict, ann_file: str) -> CocoTable:
     ann_ids = np.asarray([a.get("id") if ok and _is_int(a.get("id")) else -1 for a, ok in zip(anns, fields_ok)],
                          dtype=np.int64)
     crowd = get("iscrowd", 0).astype(bool)
-    file_area = np.asarray([a.get("area") if ok and isinstance(a.get("area"), (int, float)) else 0
+    file_area = np.asarray([a.get("area") if ok and _is_finite(a.get("area")) else 0
                             for a, ok in zip(anns, fields_ok)], dtype=np.float64)
 
     image_pos = {im["id"]: k for k, im in enumerate(images)}
     index = np.asarray([image_pos.get(int(i), -1) for i in ann_image], dtype=np.int64)  # (N,)
-    listed_image = {im.get("id") for im in data["images"] if isinstance(im, dict)}
+    listed_image = {im.get("id") for im in data["images"] if isinstance(im, dict) and _is_int(im.get("id"))}
     orphan = fields_ok & (index < 0) & np.asarray([int(i) not in listed_image for i in ann_image], dtype=bool)
     if orphan.any():
         problems.append(Problem(ann_file, f"annotation ids {_ids_text(ann_ids[orphan].tolist())} refer to image ids "
@@ -167,23 +177,23 @@ def coco_table(data: dict, ann_file: str) -> CocoTable:
                                           f"(annotation ids {listed}; valid ids: {cat_ids})"))
 
     usable = fields_ok & box_ok & (index >= 0) & (labels >= 0)  # (N,)
-    size = np.asarray([[im["width"], im["height"]] for im in images], dtype=np.float64).reshape(-1, 2)[index.clip(0)]
+    sizes = np.asarray([[im["width"], im["height"]] for im in images] + [[0, 0]], dtype=np.float64)  # (I + 1, 2)
+    size = sizes[index]  # (N, 2); index -1 (no such image) reads the last row, (0, 0)
     xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # (N, 4)
     xyxy = np.clip(xyxy, 0, np.concatenate([size, size], axis=1))
     positive = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-    degenerate = usable & ~crowd & ~positive
+    degenerate = usable & ~positive  # crowd regions too: clipping changes no COCOeval match (detections are inside)
     if degenerate.any():
         problems.append(Problem(ann_file, f"annotation ids {_ids_text(ann_ids[degenerate].tolist())} have no area "
                                           f"inside their image (negative or zero width/height, or wholly outside): "
                                           f"dropped from training and evaluation", fatal=False))
-    keep = usable & (crowd | positive)
+    keep = usable & positive
     box_area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
     area = np.where(np.isfinite(file_area) & (file_area > 0), file_area, box_area)
-    crowd_xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # crowd regions as in the file
     kept_ids = ann_ids[keep]
     odd_ids = int((kept_ids < 1).sum()) + kept_ids.size - np.unique(kept_ids).size
     repairs = {"zero-area boxes dropped": int(degenerate.sum()),
                "annotation ids < 1 or repeated (all renumbered 1..N for evaluation)": odd_ids}
     return CocoTable(images, cat_ids, names, index[keep], labels[keep],
-                     np.where(crowd[:, None], crowd_xyxy, xyxy)[keep].astype(np.float32), area[keep], crowd[keep],
+                     xyxy[keep].astype(np.float32), area[keep], crowd[keep],
                      kept_ids, problems, repairs)

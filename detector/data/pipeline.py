@@ -21,6 +21,15 @@ from detector.data.letterbox import ImageMeta, letterbox
 from detector.data.mosaic import mosaic
 from detector.data.transforms import (AugmentConfig, apply_flip, apply_hsv_gains, make_flip, random_affine,
                                       sample_affine_params, sample_hsv_gains)
+from detector.data.workers import SampleError, sample_error
+
+
+def _tile(dataset: Dataset, index: int, first: int) -> Sample:
+    """``dataset[index]`` read as a mosaic tile of sample ``first``; a failure names the tile (SampleError)."""
+    try:
+        return dataset[index]
+    except Exception as err:
+        raise sample_error(dataset, index, err, f"a mosaic tile of sample {first}") from err
 
 
 def augmented_sample(dataset: Dataset, index: int, size: int, cfg: AugmentConfig, rng: np.random.Generator,
@@ -36,7 +45,7 @@ def augmented_sample(dataset: Dataset, index: int, size: int, cfg: AugmentConfig
         others = rng.integers(0, len(dataset), 3)
         centre = (int(rng.uniform(size / 2, 3 * size / 2)), int(rng.uniform(size / 2, 3 * size / 2)))
         params = sample_affine_params(rng, cfg)
-        samples = [first] + [dataset[int(i)] for i in others]
+        samples = [first] + [_tile(dataset, int(i), index) for i in others]
         image, boxes, labels = mosaic(samples, size, centre, params)
     else:
         image, boxes, _, _ = letterbox(first.image, first.boxes, size, scaleup=True, interpolation=cv2.INTER_LINEAR)
@@ -69,6 +78,9 @@ class DetectionInputs(Dataset):
 
     With augmentation the key's ``seed`` seeds a ``numpy.random.Generator`` for that sample (a bare
     index uses the index as seed); :class:`ImageMeta` then has NaN ``scale``/``pad`` (no inverse).
+
+    Any error while building a sample is raised as a :class:`~detector.data.workers.SampleError` naming the
+    sample (index, image id, file; the mosaic tile that failed) with the original error chained.
     """
 
     def __init__(self, dataset: Dataset, img_size: int, augment: AugmentConfig | None = None) -> None:
@@ -81,6 +93,17 @@ class DetectionInputs(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Sample, ImageMeta]:
+        index = key[0] if isinstance(key, tuple) else key
+        try:
+            return self._build(key)
+        except SampleError:
+            raise
+        except Exception as err:
+            if not -len(self) <= index < len(self):  # out of range: the sequence protocol's IndexError, kept
+                raise
+            raise sample_error(self.dataset, index, err) from err
+
+    def _build(self, key: int | tuple[int, int]) -> tuple[Sample, ImageMeta]:
         index, seed = key if isinstance(key, tuple) else (key, key)
         if self.augment is None:
             return letterboxed_sample(self.dataset, index, self.img_size)

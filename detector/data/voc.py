@@ -6,7 +6,8 @@ inclusive pixel indices, so pixel columns ``xmin..xmax`` cover ``[xmin - 1, xmax
 0-based coordinates: ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``.
 
 A box whose corners coincide in the file (``xmax <= xmin`` or ``ymax <= ymin``: a click rather
-than a box, as in BCCD 00338 and 00343) is dropped and counted in ``dropped_boxes``. ``difficult``
+than a box, as in BCCD 00338 and 00343), or that lies wholly outside the image, is dropped and
+counted in ``dropped_boxes``. ``difficult``
 objects are kept as ordinary boxes. Image ids are positions in the split list (0..N-1).
 """
 from __future__ import annotations
@@ -31,8 +32,9 @@ def split_file(root: str, split: str) -> str:
 def parse_voc_xml(path: str, class_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     """Read one VOC annotation -> ``(boxes float32[k, 4] xyxy px, labels int64[k], height, width, dropped)``.
 
-    ``dropped`` counts the degenerate boxes left out. Raises DatasetError naming the file for
-    unparsable XML (with its line), a missing field, or a class name not in ``class_index``.
+    Boxes are clipped to the image; ``dropped`` counts the boxes left out: degenerate in the file or wholly outside
+    the image. Raises DatasetError naming the file for unparsable XML (with its line), a missing field, a size that
+    is not positive, a non-finite corner or a class name not in ``class_index``.
     """
     if not os.path.isfile(path):
         raise dataset_error(path, "annotation file not found")
@@ -43,8 +45,11 @@ def parse_voc_xml(path: str, class_index: dict[str, int]) -> tuple[np.ndarray, n
     try:
         height = int(float(root.findtext("size/height")))
         width = int(float(root.findtext("size/width")))
-    except (TypeError, ValueError):
-        raise dataset_error(path, "needs <size><width>..</width><height>..</height></size>") from None
+    except (TypeError, ValueError, OverflowError):
+        height = width = 0
+    if height <= 0 or width <= 0:
+        raise dataset_error(path, "needs <size><width>..</width><height>..</height></size> with positive numbers, "
+                                  f"got width {root.findtext('size/width')!r}, height {root.findtext('size/height')!r}")
     names, corners = [], []
     for k, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
@@ -59,9 +64,10 @@ def parse_voc_xml(path: str, class_index: dict[str, int]) -> tuple[np.ndarray, n
         names.append(name)
     corners = np.asarray(corners, dtype=np.float32).reshape(-1, 4)  # (k, 4) 1-based inclusive
     labels = np.asarray([class_index[n] for n in names], dtype=np.int64)
-    keep = (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1])
     boxes = corners - np.asarray([1, 1, 0, 0], dtype=np.float32)
     boxes = np.clip(boxes, 0, np.asarray([width, height, width, height], dtype=np.float32))
+    keep = (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1])  # a click, not a box
+    keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # wholly outside the image
     return boxes[keep], labels[keep], height, width, int((~keep).sum())
 
 
@@ -102,8 +108,8 @@ class VocDataset(DetectionDataset):
                 problems.append(problem_from_error(e, xml))
                 continue
             if dropped:
-                problems.append(Problem(xml, f"{dropped} zero-area boxes (xmax <= xmin or ymax <= ymin) dropped",
-                                        fatal=False))
+                problems.append(Problem(xml, f"{dropped} zero-area boxes (xmax <= xmin, ymax <= ymin, or wholly "
+                                             f"outside the image) dropped", fatal=False))
             self.dropped_boxes += dropped
             records.append(ImageRecord(image, image_id, height, width, boxes, labels))
         if strict:

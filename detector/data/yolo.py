@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.data.base import (DetectionDataset, ImageRecord, Problem, check_names, dataset_error,
-                                problem_from_error, raise_fatal, read_image_header, warn_problems)
+                                problem_from_error, raise_fatal, warn_problems)
+from detector.data.files import read_image_header
 from detector.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -127,12 +128,14 @@ def read_label_file(path: str, num_classes: int) -> LabelFile:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[:e.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
         problem = Problem(path, f"not UTF-8 text (byte 0x{data[e.start]:02x}); save it as UTF-8 "
                                 f"with lines 'class cx cy w h'", line)
         return LabelFile(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), 0, [problem])
     labels, boxes, clipped, problems = [], [], 0, []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n, \r\n or \r, as an editor numbers them (str.splitlines also breaks at \x0b, \x1c, \u2028...).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -168,10 +171,9 @@ def normalised_cxcywh_to_xyxy(boxes: np.ndarray, width: int, height: int) -> np.
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` of an image file from its header (no EXIF rotation); DatasetError if unreadable
-    or a truncated JPEG."""
-    header = read_image_header(path)
-    return header.height, header.width
+    """``(height, width)`` of an image file as displayed (EXIF orientation applied, as ultralytics' labels assume),
+    from its header; DatasetError if unreadable or a truncated JPEG."""
+    return read_image_header(path).displayed_size
 
 
 class YoloDataset(DetectionDataset):

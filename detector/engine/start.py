@@ -20,7 +20,8 @@ from detector.data.dataset_yaml import load_dataset_yaml
 from detector.engine.checkpoint import CheckpointError, load_checkpoint
 from detector.errors import ConfigError, DatasetError
 
-RESUME_KEYS = ("train.epochs", "train.eval_interval", "train.device", "data.workers", "eval.batch_size")
+RESUME_KEYS = ("train.epochs", "train.eval_interval", "train.device", "data.workers", "data.worker_timeout",
+               "eval.batch_size")
 """Keys ``--set`` may change on ``--resume``: none of them changes what the checkpoint holds."""
 MAX_WARNINGS = 20
 """Warnings printed by :func:`check_training_data`; the rest are counted (``tools/check_data.py`` lists all)."""

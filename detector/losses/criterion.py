@@ -38,7 +38,7 @@ become terms and terms the total. Shape letters as in :mod:`detector.structures`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +167,9 @@ class DetectionCriterion:
             raise ConfigError(f"loss.{unused[0]}", f"extra loss term(s) {unused} have no weight in loss.weights")
         self.weights = {k: float(v) for k, v in weights.items() if k != "obj" or self.obj_loss is not None}
         self.last_assignment: Assignment | None = None
+        self.count_reducer: Callable[[Tensor], Tensor] | None = None
+        """Data parallelism: a count of this rank's batch -> the global batch's (sum over ranks); see
+        :mod:`detector.engine.distributed`. None: one process."""
 
     def __repr__(self) -> str:
         terms = {"box": self.box_loss, "obj": self.obj_loss, "cls": self.cls_loss, "quality": self.quality_loss,
@@ -232,8 +235,11 @@ class DetectionCriterion:
 
         pairs = self._gather(outputs, targets, assignment)
         keep = self._kept_priors(assignment, batch_size, num_priors, outputs.box.device)  # (B, P)
-        norm = Normalizers(num_pos=keep.new_tensor(float(pairs.b.numel()), dtype=outputs.box.dtype),
-                           num_sampled=keep.sum().to(outputs.box.dtype))
+        reduce = self.count_reducer or (lambda t: t)
+        counts = reduce(torch.stack((keep.new_tensor(float(pairs.b.numel()), dtype=outputs.box.dtype),
+                                     keep.sum().to(outputs.box.dtype),
+                                     keep.new_tensor(float(batch_size), dtype=outputs.box.dtype))))
+        norm = Normalizers(num_pos=counts[0], num_sampled=counts[1], reduce=reduce)
         raw = {"box": self.loss_box(pairs, outputs, assignment, norm)}
         if self.obj_loss is not None:
             raw["obj"] = self.loss_obj(pairs, outputs, keep, norm)
@@ -247,7 +253,7 @@ class DetectionCriterion:
 
         gains = self.gains(priors.num_levels)
         result = {f"l{name}": value * gains[name] for name, value in raw.items()}
-        result["loss"] = self.reduction.total(result, batch_size)
+        result["loss"] = self.reduction.total(result, batch_size if self.count_reducer is None else counts[2])
         return result
 
     # ------------------------------------------------------------------------------------------ terms

@@ -75,6 +75,15 @@ class DualAssignmentCriterion:
     def set_epoch(self, epoch: int, epochs: int) -> None:
         self.weight = many_weight(epoch, epochs, *self.schedule)
 
+    @property
+    def count_reducer(self):
+        return self.one_to_many.count_reducer
+
+    @count_reducer.setter
+    def count_reducer(self, reduce) -> None:
+        """Data parallelism: both criteria sum their counts over the ranks (:mod:`detector.engine.distributed`)."""
+        self.one_to_many.count_reducer = self.one_to_one.count_reducer = reduce
+
     def __call__(self, outputs: HeadOutputs, targets: Tensor) -> dict[str, Tensor]:
         if outputs.one_to_one is None:
             raise ValueError("DualAssignmentCriterion needs the one-to-one head's outputs (HeadOutputs.one_to_one): "

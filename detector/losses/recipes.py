@@ -18,12 +18,15 @@ Interface shared by both (``values`` hold ``reduction="none"`` loss values):
 * ``combine_levels(per_level_scalars, balance) -> Tensor[]`` (ranking losses, which normalise themselves)
 * ``gains(weights, num_levels) -> dict`` and ``total(weighted_terms, batch_size) -> Tensor[]``
 
-``norm`` is a :class:`Normalizers` with the batch's counts. Shape letters as in :mod:`detector.structures`.
+``norm`` is a :class:`Normalizers` with the batch's counts. Every count a recipe divides by goes through
+``norm.reduce`` first: the identity in one process, the sum over ranks under data parallelism
+(:mod:`detector.engine.distributed`), so that each rank's term is its share of the global batch's term.
+Shape letters as in :mod:`detector.structures`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -36,15 +39,19 @@ class Normalizers:
     """The counts a recipe may divide by, for one batch.
 
     Attributes:
-        num_pos (Tensor[]): positive pairs ``M`` (float, on the loss device).
-        num_sampled (Tensor[]): priors entering the dense terms (positives plus the negatives kept).
+        num_pos (Tensor[]): positive pairs ``M`` (float, on the loss device), over all ranks.
+        num_sampled (Tensor[]): priors entering the dense terms (positives plus the negatives kept), over all ranks.
+        reduce: ``Tensor[...] -> Tensor[...]``, a count of this rank -> the count of the global batch (identity in
+            one process); applied to every other avg_factor a recipe computes.
     """
 
     num_pos: Tensor
     num_sampled: Tensor
+    reduce: Callable[[Tensor], Tensor] = field(default=lambda t: t)
 
 
-def sum_of_level_means(values: Tensor, level: Tensor, num_levels: int, weight: Tensor | None = None) -> Tensor:
+def sum_of_level_means(values: Tensor, level: Tensor, num_levels: int, weight: Tensor | None = None,
+                       reduce: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
     """Sum over levels of the mean of ``values`` over the pairs of each level (YOLOv5's normalisation).
 
     YOLOv5 adds ``loss.mean()`` of each level's positives, so the avg_factor of level ``l`` is its number
@@ -56,6 +63,7 @@ def sum_of_level_means(values: Tensor, level: Tensor, num_levels: int, weight: T
         level (Tensor[M]): level of each pair (long, in ``[0, num_levels)``).
         weight (Tensor[M] | None): per-pair weights; the avg_factor then sums the weights instead of
             counting pairs.
+        reduce: the per-level avg_factors of this rank -> those of the global batch (:class:`Normalizers`).
 
     Returns:
         Tensor[] scalar (differentiable; 0 with a graph when ``M = 0``).
@@ -63,7 +71,7 @@ def sum_of_level_means(values: Tensor, level: Tensor, num_levels: int, weight: T
     per_pair = values[:, None] if values.dim() == 1 else values.flatten(1)  # (M, K)
     count = torch.ones_like(per_pair[:, 0]) if weight is None else weight.to(per_pair.dtype)  # (M,)
     sums = per_pair.new_zeros(num_levels).index_add(0, level, per_pair.sum(1) * count)  # (L,)
-    avg_factor = per_pair.new_zeros(num_levels).index_add(0, level, count) * per_pair.shape[1]  # (L,)
+    avg_factor = reduce(per_pair.new_zeros(num_levels).index_add(0, level, count.detach())) * per_pair.shape[1]  # (L,)
     safe = torch.where(avg_factor > 0, avg_factor, torch.ones_like(avg_factor))
     return (sums / safe).sum()
 
@@ -106,16 +114,16 @@ class YOLOv5Reduction:
             )
 
     def pairs(self, values: Tensor, level: Tensor, num_levels: int, weight: Tensor | None, norm: Normalizers) -> Tensor:
-        return sum_of_level_means(values, level, num_levels, weight)
+        return sum_of_level_means(values, level, num_levels, weight, norm.reduce)
 
     def dense(self, values: Tensor, keep: Tensor, level_offsets: Sequence[int], balance: bool,
               norm: Normalizers) -> Tensor:
         per_prior = values if values.dim() == 2 else values.mean(-1)  # (B, P): the mean over K
+        spans = [slice(level_offsets[lvl], level_offsets[lvl + 1]) for lvl in range(len(level_offsets) - 1)]
+        counts = norm.reduce(torch.stack([keep[:, span].sum() for span in spans]).to(per_prior.dtype))  # (L,)
         total = per_prior.new_zeros(())
-        for lvl in range(len(level_offsets) - 1):
-            span = slice(level_offsets[lvl], level_offsets[lvl + 1])
-            kept = keep[:, span]  # (B, P_l)
-            term = torch.where(kept, per_prior[:, span], 0).sum() / kept.sum().clamp(min=1)
+        for lvl, span in enumerate(spans):
+            term = torch.where(keep[:, span], per_prior[:, span], 0).sum() / counts[lvl].clamp(min=1)
             total = total + term * (self.level_balance[lvl] if balance else 1.0)
         return total
 
@@ -175,7 +183,7 @@ class MeanReduction:
             avg = norm.num_pos if self.avg_factor == "num_pos" else norm.num_sampled
             return per_pair.sum() / avg.clamp(min=1)
         weight = weight.to(per_pair.dtype)
-        return (per_pair * weight).sum() / weight.sum().clamp(min=1e-6)
+        return (per_pair * weight).sum() / norm.reduce(weight.detach().sum()).clamp(min=1e-6)
 
     def dense(self, values: Tensor, keep: Tensor, level_offsets: Sequence[int], balance: bool,
               norm: Normalizers) -> Tensor:

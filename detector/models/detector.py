@@ -132,7 +132,7 @@ def build_yolov5(
         anchors: per level anchors in pixels (``[w0, h0, w1, h1, ...]`` or ``[[w, h], ...]``); default
             ``YOLOV5_ANCHORS``.
         strides: ``(8, 16, 32)``, the strides of this architecture, or a subset of them in order (``(32,)``
-            for YOLOv2's single level; the neck still computes all three).
+            for YOLOv2's single level; the neck computes the levels up to the coarsest one used).
         box_uncertainty: add 4 log-variance channels per anchor.
         depth_multiple, width_multiple: override the size's multiples.
         in_channels: image channels.
@@ -164,12 +164,12 @@ def build_yolov5(
         generator = AnchorPriorGenerator(YOLOV5_ANCHORS if anchors is None else anchors, strides)
         num_anchors = generator.num_anchors
     backbone = CSPDarknet(in_channels, depth_multiple=d, width_multiple=w)
-    neck = YOLOv5PAN(backbone.out_channels, depth_multiple=d)
+    neck = YOLOv5PAN(backbone.out_channels, depth_multiple=d, outputs=max(levels) + 1)
     in_ch = [neck.out_channels[i] for i in levels]
     make_head = YOLOv5Head if head is None else head
     head_module = make_head(in_ch, num_classes, num_anchors, strides, box_uncertainty)
     return Detector(backbone, neck, head_module, generator, num_classes,
-                    feature_levels=None if len(levels) == len(available) else levels)
+                    feature_levels=None if levels == list(range(len(neck.out_channels))) else levels)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -101,8 +101,8 @@ def _nan_term(monkeypatch, term: str, bad_calls: set[int]):
             self.calls += 1
             return losses
 
-    def patched(cfg, device):
-        parts = build_all(cfg, device)
+    def patched(cfg, device, **dist):
+        parts = build_all(cfg, device, **dist)
         parts.criterion = NaNCriterion(parts.criterion)
         return parts
 

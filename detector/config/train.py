@@ -1,0 +1,95 @@
+"""Schema sections of a run: ``train`` (optimisation, schedule, EMA, bookkeeping) and ``eval``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.config.fields import _check_device, _in_range, _non_empty, _opt
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, EMA and run bookkeeping."""
+
+    epochs: int = _opt(100, check=_in_range(1))
+    """Number of training epochs."""
+    batch_size: int = _opt(16, check=_in_range(1))
+    """Images per training batch, over all processes: under ``torchrun`` each of the N ranks takes
+    ``batch_size / N`` of every batch (YOLOv5's and ultralytics' convention)."""
+    optimizer: str = _opt("sgd", choices=("sgd", "adamw", "adam"))
+    """Optimizer: sgd (with momentum), adamw or adam (beta1 = momentum)."""
+    lr0: float = _opt(0.01, check=_in_range(0.0, lo_open=True))
+    """Initial learning rate."""
+    lrf: float = _opt(0.01, check=_in_range(0.0, 1.0, lo_open=True))
+    """Final learning rate as a fraction of ``lr0``."""
+    momentum: float = _opt(0.937, check=_in_range(0.0, 1.0, hi_open=True))
+    """SGD momentum / Adam beta1."""
+    nesterov: bool = _opt(True)
+    """Use Nesterov momentum with SGD."""
+    weight_decay: float = _opt(0.0005, check=_in_range(0.0))
+    """Weight decay of conv/linear weights (not biases or norm weights), scaled by ``batch_size * accumulate / nbs``."""
+    nbs: int = _opt(64, check=_in_range(1))
+    """Nominal batch size: gradients are accumulated over ``round(nbs / batch_size)`` batches."""
+    warmup_epochs: float = _opt(3.0, check=_in_range(0.0))
+    """Length of the linear warmup in epochs (YOLOv5 uses at least 100 iterations)."""
+    warmup_momentum: float = _opt(0.8, check=_in_range(0.0, 1.0, hi_open=True))
+    """Momentum at the start of warmup, ramping to ``momentum``."""
+    warmup_bias_lr: float = _opt(0.1, check=_in_range(0.0))
+    """Bias learning rate at the start of warmup, ramping down to the scheduled rate."""
+    schedule: str = _opt("linear", choices=("linear", "cosine"))
+    """Learning-rate decay from ``lr0`` to ``lr0 * lrf`` over the epochs."""
+    ema: bool = _opt(True)
+    """Keep an exponential moving average of the weights; evaluate and save the EMA model."""
+    ema_decay: float = _opt(0.9999, check=_in_range(0.0, 1.0, lo_open=True, hi_open=True))
+    """EMA decay after its ramp-up: ``d = ema_decay * (1 - exp(-updates / ema_tau))``."""
+    ema_tau: float = _opt(2000.0, check=_in_range(0.0, lo_open=True))
+    """EMA ramp-up time constant in optimizer updates."""
+    amp: bool = _opt(True)
+    """Mixed-precision training; used only on CUDA."""
+    channels_last: bool = _opt(True)
+    """Use the channels-last memory format; used only on CUDA."""
+    grad_clip: float | None = _opt(10.0, check=_in_range(0.0, lo_open=True))
+    """Clip the gradient norm to this value before each optimizer step; null = no clipping."""
+    max_bad_steps: int = _opt(0, check=_in_range(0))
+    """Consecutive steps with a NaN / inf loss term that are skipped (batch saved to the run folder); the next
+    one stops the run. 0 = stop at the first."""
+    seed: int = _opt(0, check=_in_range(0))
+    """Random seed for Python, NumPy and torch."""
+    device: str = _opt("auto", check=_check_device)
+    """auto (CUDA when available), cpu, cuda or cuda:N."""
+    eval_interval: int = _opt(1, check=_in_range(1))
+    """Evaluate every this many epochs (and always after the last)."""
+    close_mosaic: int = _opt(0, check=_in_range(0))
+    """Turn mosaic off for this many final epochs."""
+    out_dir: str = _opt("runs/train", check=_non_empty)
+    """Folder under which run directories are created."""
+    name: str = _opt("exp", check=_non_empty)
+    """Run directory name inside ``out_dir`` (a numeric suffix is added if it exists)."""
+    deterministic: bool = _opt(True)
+    """Ask torch for deterministic algorithms where available."""
+    sync_bn: bool = _opt(False)
+    """Under ``torchrun``: batch-norm statistics over the whole batch of all ranks instead of each rank's share
+    (torch's SyncBatchNorm on CUDA, :class:`detector.engine.distributed.GlobalBatchNorm` elsewhere)."""
+
+
+@dataclass
+class EvalConfig:
+    """Post-processing and evaluation."""
+
+    conf_thres: float = _opt(0.001, check=_in_range(0.0, 1.0))
+    """Drop detections scoring below this before NMS."""
+    iou_thres: float = _opt(0.6, check=_in_range(0.0, 1.0, lo_open=True))
+    """NMS IoU threshold."""
+    max_det: int = _opt(300, check=_in_range(1))
+    """Keep at most this many detections per image."""
+    nms: str = _opt("iou", choices=("iou", "diou", "none", "peaks"))
+    """Suppression criterion: plain IoU, DIoU (IoU minus normalised centre distance), none (NMS-free heads: the
+    ``max_det`` best-scoring candidates), or peaks (CenterNet: local maxima of each class map, one level)."""
+    variance_voting: bool = _opt(False)
+    """Refine kept boxes by variance voting over their overlapping neighbours; needs ``model.box_uncertainty``."""
+    batch_size: int = _opt(32, check=_in_range(1))
+    """Images per evaluation batch."""
+    split: str = _opt("val", choices=("train", "val", "test"))
+    """Dataset split evaluated during and after training."""
+    backend: str = _opt("pycocotools", choices=("pycocotools", "faster_coco_eval"))
+    """What computes COCO mAP: pycocotools, or faster-coco-eval (same 12 numbers, several times faster; needs
+    ``pip install -e ".[faster-coco-eval]"``). The choices are ``detector.evaluation.coco.EVAL_BACKENDS``."""
