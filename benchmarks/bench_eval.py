@@ -38,6 +38,7 @@ def synthetic_detections(coco_gt, image_ids: list[int], per_image: int, jitter: 
                          wrong: float = 0.1, seed: int = 0) -> list[dict]:
     """COCO result dicts (``bbox`` xywh in image pixels) for ``image_ids``: the ground truth perturbed, then random
     background boxes up to ``per_image`` detections per image (none added where the objects already reach it).
+    Scores: uniform in [0.5, 1) for the objects' detections, [0, 0.5) for the background.
 
     ``jitter``: std of the box corners' noise as a fraction of the box's width / height; ``miss``: probability
     that an object gets no detection; ``wrong``: probability that a detection gets a random category. With
@@ -66,7 +67,8 @@ def synthetic_detections(coco_gt, image_ids: list[int], per_image: int, jitter: 
     image = torch.cat((image, ids.repeat_interleave(fill)))  # (m + b,)
     xyxy = torch.cat((xyxy, corners.flatten(1)))  # (m + b, 4) x1 y1 x2 y2
     cat = torch.cat((cat, cat_ids[torch.randint(len(cat_ids), (len(size),), generator=g)]))  # (m + b,)
-    score = torch.rand(len(image), generator=g, dtype=torch.float64)  # (m + b,)
+    score = torch.rand(len(image), generator=g, dtype=torch.float64) * 0.5  # (m + b,)
+    score[:len(xyxy) - len(size)] += 0.5  # the objects' detections rank above the background, as a trained model's
     box = torch.cat((xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]), 1)  # (m + b, 4) xywh
     return [{"image_id": i, "category_id": c, "bbox": b, "score": s}
             for i, c, b, s in zip(image.tolist(), cat.tolist(), box.tolist(), score.tolist())]
