@@ -6,12 +6,15 @@ from pathlib import Path
 
 
 def epoch_line(epoch: int, epochs: int, terms: dict[str, float], seconds: float, evaluated: dict | None,
-               skipped: int = 0) -> str:
+               skipped: int = 0, amp_skipped: int = 0) -> str:
     """The one line printed after each epoch: ``epoch 3/10  lbox 0.0512  lobj 0.0301  12.4 s  mAP50-95 0.1234
-    mAP50 0.2345`` (mAP only when evaluated; ``skipped k`` when k non-finite steps were skipped)."""
+    mAP50 0.2345`` (mAP only when evaluated; ``skipped k`` when k non-finite steps were skipped; ``amp-skipped k``
+    when AMP's gradient scaler skipped k optimizer steps)."""
     parts = [f"epoch {epoch + 1}/{epochs}"] + [f"{k} {v:.4f}" for k, v in terms.items()] + [f"{seconds:.1f} s"]
     if skipped:
         parts.append(f"skipped {skipped}")
+    if amp_skipped:
+        parts.append(f"amp-skipped {amp_skipped}")
     if evaluated is not None:
         parts += [f"mAP50-95 {evaluated['mAP']:.4f}", f"mAP50 {evaluated['mAP50']:.4f}"]
     return "  ".join(parts)

@@ -42,12 +42,27 @@ class NonFiniteGuard:
         save_dir (Path | None): where offending batches are saved; None saves nothing.
         consecutive (int): non-finite steps since the last finite one.
         skipped (int): non-finite steps skipped in the whole run.
+        amp_skipped (int): optimizer steps the AMP gradient scaler skipped in the whole run (float16 gradients
+            overflowed at the current loss scale; the scaler halves it and goes on, as AMP intends). Counted, not
+            fatal: a few at the start of training are normal, a steady stream means float16 does not fit the model.
     """
 
     max_bad_steps: int = 0
     save_dir: Path | None = None
     consecutive: int = 0
     skipped: int = 0
+    amp_skipped: int = 0
+
+    def scaled_step(self, scaler, optimizer) -> bool:
+        """``scaler.step(optimizer)`` and ``scaler.update()``; False (and counted in ``amp_skipped``) when the scaler
+        found inf / NaN gradients and skipped the step, which it shows by lowering its scale."""
+        before = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(optimizer)
+        scaler.update()
+        if before is not None and scaler.get_scale() < before:
+            self.amp_skipped += 1
+            return False
+        return True
 
     def check(self, terms: dict[str, float], batch, epoch: int, index: int) -> bool:
         """True when every value of ``terms`` is finite. Otherwise saves ``batch``, counts the step and returns

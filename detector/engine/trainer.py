@@ -132,8 +132,7 @@ def train_one_epoch(
             if grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            guard.scaled_step(scaler, optimizer)  # counts the steps AMP's scaler skips (overflowed float16 gradients)
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(model)
@@ -259,7 +258,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
     first_epoch = state.epoch + 1
     try:
         for epoch in range(first_epoch, tc.epochs):
-            t_epoch, skipped_before = time.time(), guard.skipped
+            t_epoch, skipped_before, amp_before = time.time(), guard.skipped, guard.amp_skipped
             seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
             parts.set_epoch(epoch)
             means = train_one_epoch(
@@ -290,14 +289,17 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
                     writer.add_scalar(f"metrics/{k}", v, epoch)
             state.epoch = epoch
             elapsed = time_before + time.time() - t0
-            log(epoch_line(epoch, tc.epochs, terms, time.time() - t_epoch, evaluated, guard.skipped - skipped_before),
-                flush=True)
+            amp_skipped = guard.amp_skipped - amp_before
+            log(epoch_line(epoch, tc.epochs, terms, time.time() - t_epoch, evaluated, guard.skipped - skipped_before,
+                           amp_skipped), flush=True)
+            if amp:
+                writer.add_scalar("train/amp_skipped_steps", amp_skipped, epoch)
             state.metrics = {"train": terms, "coco": final_stats, "train_time_s": elapsed}
             if main:
                 append_history(run_dir / "history.jsonl", {
                     "epoch": epoch + 1, "train": terms, "assign": assign, "coco": evaluated,
                     "lr": [g["lr"] for g in optimizer.param_groups], "time_s": elapsed,
-                    "skipped_steps": guard.skipped - skipped_before})
+                    "skipped_steps": guard.skipped - skipped_before, "amp_skipped_steps": amp_skipped})
             fit_value = fitness(final_stats) if final_stats else -1.0
             is_best = fit_value > state.best_fitness
             state.best_fitness = max(state.best_fitness, fit_value)

@@ -82,6 +82,24 @@ def test_a_nan_step_drops_its_window_and_never_reaches_the_optimizer(tmp_path):
     assert torch.equal(saved["images"], loader[0].images)
 
 
+def test_steps_the_amp_scaler_skips_are_counted_not_fatal():
+    """w = 1, loss (w - 3)^2 (finite: the guard lets every step through), gradient -4 at w = 1, GradScaler with
+    initial scale 2^127, SGD lr 0.1. Scaled gradients: -4 * 2^127 = -2^129 (inf in float32): skipped, scale 2^126;
+    -2^128: still inf, skipped, scale 2^125; -2^127 is finite: w = 1 - 0.1 * (-4) = 1.4; then
+    w = 1.4 - 0.1 * 2 * (1.4 - 3) = 1.72. Two steps skipped by the scaler, counted in amp_skipped."""
+    model = Tiny()
+    optimizer = torch.optim.SGD([{"params": [model.w], "initial_lr": 0.1}], lr=0.1)
+    loader = [SimpleNamespace(images=torch.ones(1, 3, 2, 2), targets=torch.zeros(0, 6),
+                              metas=[SimpleNamespace(image_id=i)]) for i in range(4)]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    guard = NonFiniteGuard()
+    train_one_epoch(model, _nan_at(set()), loader, optimizer, scaler, None, torch.device("cpu"), 0,
+                    LRSchedule(epochs=1, lrf=1.0, momentum=0.0), 1, None, False, False, progress=False, guard=guard)
+    assert guard.amp_skipped == 2 and guard.skipped == 0
+    assert scaler.get_scale() == 2.0 ** 125
+    assert model.w.item() == pytest.approx(1.72, abs=1e-6)
+
+
 def _nan_term(monkeypatch, term: str, bad_calls: set[int]):
     """Make the run's criterion return NaN for ``term`` at the given calls (0-based, counted over the run)."""
     build_all = build.build_all
