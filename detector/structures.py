@@ -90,6 +90,10 @@ class HeadOutputs:
         background (bool): ``cls`` has a background channel (softmax head, SSD).
         one_to_one (HeadOutputs | None): in training, the outputs of a second head trained with one-to-one
             assignment (NMS-free training, :mod:`detector.models.heads.dual`); None otherwise.
+        sparse_row_grad (bool): ``box`` and ``cls`` take a sparse gradient from
+            :func:`detector.ops.rows.gather_rows` (True for heads flattened by
+            :func:`~detector.models.heads.yolo.flatten_level_outputs`, whose backward writes such rows straight into
+            the convolution's gradient); False: plain tensors, which get the usual dense gradient.
     """
 
     box: Tensor
@@ -100,6 +104,7 @@ class HeadOutputs:
     quality: Tensor | None = None
     background: bool = False
     one_to_one: "HeadOutputs | None" = None
+    sparse_row_grad: bool = False
 
     @property
     def batch_size(self) -> int:

@@ -52,6 +52,7 @@ from detector.losses.recipes import Normalizers, YOLOv5Reduction, sum_of_level_m
 from detector.losses.spec import LossSpec, parse_box_loss, parse_cls_loss
 from detector.losses.stateful import StatefulLoss
 from detector.ops.boxes import aligned_ciou, aligned_iou
+from detector.ops.rows import gather_rows
 from detector.structures import Assignment, HeadOutputs, Predictions
 
 OBJ_TARGETS = ("ciou", "iou", "one")
@@ -314,7 +315,8 @@ class DetectionCriterion:
             if soft is not None:  # soft target at the class (YOLOX: one-hot x IoU)
                 one_hot = one_hot * soft.to(cls.dtype)[:, None]
             target = one_hot * (pos_value - neg_value) + neg_value
-            per_pair = self.cls_loss(cls[pairs.b, pairs.p], target, reduction="none")  # (M, C)
+            rows = gather_rows(cls, pairs.b, pairs.p, outputs.sparse_row_grad)  # (M, C), a sparse gradient
+            per_pair = self.cls_loss(rows, target, reduction="none")  # (M, C)
             return self.reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
         dense = assignment.extras.get("heatmap")  # Tensor[B, P, C]: an assigner's own dense target (CenterNet)
         if dense is not None:
@@ -370,7 +372,7 @@ class DetectionCriterion:
         priors = outputs.priors
         b, p, g = assignment.batch_index, assignment.prior_index, assignment.gt_index
         stride = priors.strides[p].to(outputs.box.dtype)[:, None]  # (M, 1)
-        raw = outputs.box[b, p]  # (M, R)
+        raw = gather_rows(outputs.box, b, p, outputs.sparse_row_grad)  # (M, R); sparse gradient (detector.ops.rows)
         pred = self.coder.decode_at(raw, priors, p) / stride  # (M, 4) grid units
         return _Pairs(b=b, p=p, g=g, level=priors.level[p], stride=stride, raw=raw, pred=pred,
                       target=targets[g, 2:6] / stride, gt_class=targets[g, 1].long())

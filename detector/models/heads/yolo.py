@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from detector.models.heads.split import SplitChannels
 from detector.structures import HeadOutputs, Priors
 
 NUM_LOG_VAR = 4
@@ -172,66 +173,6 @@ class YOLOv5Head(nn.Module):
         return flatten_level_outputs(levels, priors, self.num_classes, layout=self.layout)
 
 
-class _SplitChannels(torch.autograd.Function):
-    """Per-level head outputs -> one flat tensor per output kind, each written once, and back.
-
-    Forward: levels ``Tensor[B, A, H, W, K]`` (views of the convolutions' ``(B, A * K, H, W)`` outputs) -> for each
-    channel slice (box, obj, classes, ...) a ``Tensor[B, P, k]`` that is the transposed view of a ``(B, k, P)``
-    buffer: the copy moves whole ``H * W`` rows of the convolution's layout instead of transposing every channel.
-    Backward: the slices' gradients are written into one buffer per level laid out like the convolution's output
-    (``(B, A, K, H, W)``, returned as its ``(B, A, H, W, K)`` view), so the gradient reaches the convolution
-    without the full-size zero tensors and sums that autograd builds for slices of one concatenated tensor.
-    Profile that justified it (one CPU thread, s-size outputs, batch 16, 640 px, flatten + YOLOv5 criterion
-    forward and backward): 210 ms of zero fills and 81 ms of concatenation out of 397 ms; with this function and
-    the criterion decoding only the positive pairs, the step went from 634 ms to 237 ms measured side by side
-    (``docs/benchmarks.md``).
-    """
-
-    @staticmethod
-    def forward(ctx, slices: tuple[slice, ...], *levels: Tensor) -> tuple[Tensor, ...]:
-        batch = levels[0].shape[0]
-        counts = [t.shape[1] * t.shape[2] * t.shape[3] for t in levels]  # A * H * W per level
-        ctx.slices, ctx.shapes = slices, [t.shape for t in levels]
-        outs = []
-        for sl in slices:
-            k = sl.stop - sl.start
-            out = levels[0].new_empty(batch, k, sum(counts))  # (B, k, P)
-            start = 0
-            for t, n in zip(levels, counts):
-                b, a, h, w, _ = t.shape
-                src = t[..., sl].permute(0, 4, 1, 2, 3)  # (B, k, A, H, W): H * W rows contiguous in the conv output
-                out[:, :, start:start + n].view(b, k, a, h, w).copy_(src)
-                start += n
-            outs.append(out.transpose(1, 2))  # (B, P, k) view
-        return tuple(outs)
-
-    @staticmethod
-    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        like = next(g for g in grads if g is not None)
-        level_grads, start = [], 0
-        for b, a, h, w, k_all in ctx.shapes:
-            n = a * h * w
-            buf = like.new_empty(b, a, k_all, h, w)  # the convolution's layout
-            for sl, g in zip(ctx.slices, grads):
-                k = sl.stop - sl.start
-                if g is None:
-                    buf[:, :, sl].zero_()
-                else:  # (B, n, k) -> (B, A, k, H, W), one strided copy whichever layout the gradient has
-                    buf[:, :, sl].copy_(_level_view(g[:, start:start + n], a, h, w))
-            level_grads.append(buf.permute(0, 1, 3, 4, 2))  # (B, A, H, W, K) view, as the input
-            start += n
-        return (None, *level_grads)
-
-
-def _level_view(g: Tensor, a: int, h: int, w: int) -> Tensor:
-    """A level's rows of a flat gradient, Tensor[B, n = A * H * W, k], viewed as Tensor[B, A, k, H, W] without copying
-    when ``g`` is laid out ``(B, P, k)`` (index backward) or ``(B, k, P)`` (elementwise ops on this head's views)."""
-    b, _, k = g.shape
-    if g.stride(2) == 1 and k > 1:  # (B, P, k) rows
-        return g.reshape(b, a, h, w, k).permute(0, 1, 4, 2, 3)
-    return g.transpose(1, 2).reshape(b, k, a, h, w).transpose(1, 2)  # (B, k, P) rows: a view when n is contiguous
-
-
 def flatten_level_outputs(
     levels: Sequence[Tensor], priors: Priors, num_classes: int, box_uncertainty: bool = False,
     layout: ChannelLayout | None = None,
@@ -265,7 +206,7 @@ def flatten_level_outputs(
         names.append("box_log_var"), slices.append(layout.log_var_slice)
     if layout.quality:
         names.append("quality"), slices.append(slice(k - 1, k))
-    parts = dict(zip(names, _SplitChannels.apply(tuple(slices), *levels)))  # name -> (B, P, k)
+    parts = dict(zip(names, SplitChannels.apply(tuple(slices), *levels)))  # name -> (B, P, k)
     return HeadOutputs(
         box=parts["box"],  # (B, P, R)
         obj=parts["obj"][..., 0] if layout.objectness else None,  # (B, P)
@@ -274,4 +215,5 @@ def flatten_level_outputs(
         quality=parts["quality"][..., 0] if layout.quality else None,  # (B, P)
         priors=priors,
         background=layout.background,
+        sparse_row_grad=True,  # SplitChannels' backward takes the sparse rows of detector.ops.rows.gather_rows
     )
