@@ -10,6 +10,9 @@
     python tools/ablate.py --spec configs/ablations/box_losses.yaml --jobs 4          # 4 runs at once
     python tools/ablate.py --spec configs/ablations/box_losses.yaml --launcher slurm \\
         --slurm slurm_partition=gpu gpus_per_node=1 cpus_per_task=8 timeout_min=720  # one SLURM job per run
+    python tools/ablate.py --spec configs/ablations/box_losses.yaml --nproc-per-run 4   # each run on 4 GPUs (torchrun)
+    python tools/ablate.py --spec configs/ablations/box_losses.yaml --nproc-per-run 4 --launcher slurm \\
+        --slurm slurm_partition=gpu cpus_per_task=8   # one job of 4 tasks and 4 GPUs per run
 
 Every run's config is validated before the first one trains. Runs land in OUT/<variant>/seed<k>/; running
 the same command again skips finished runs and resumes interrupted ones. The table goes to stdout and to
@@ -49,7 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train N runs at once in separate processes (one GPU each when there are several, else "
                         "the CPU cores split between them; default 1: in this process)")
     p.add_argument("--threads", type=int, metavar="T",
-                   help="CPU threads per run process with --jobs > 1 or a submitit launcher (default: cores // N)")
+                   help="CPU threads per run process (per rank with --nproc-per-run) with --jobs > 1, --nproc-per-run "
+                        "or a submitit launcher (default: cores // processes)")
+    p.add_argument("--nproc-per-run", type=int, default=1, metavar="N",
+                   help="train each run data-parallel over N processes (train.batch_size is the global batch): "
+                        "locally `torchrun --standalone --nproc_per_node N tools/train.py`, N GPUs per run with CUDA "
+                        "(--jobs J needs J x N), gloo ranks on the CPU; under --launcher slurm one job of N tasks "
+                        "(and N GPUs) on one node per run (default 1)")
     p.add_argument("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
                    help="slurm: one SLURM job per run through submitit (preempted jobs are requeued and resume "
                         "from last.pt); submitit-local: the same path on this machine (default: local)")
@@ -82,7 +91,8 @@ def main(argv=None) -> int:
             params = parse_parameters(args.slurm)
         report = ablate(spec, progress=not args.no_progress, keep_going=not args.fail_fast,
                         summary_only=args.summary_only, bootstrap=args.bootstrap, jobs=args.jobs,
-                        threads=args.threads, launcher=args.launcher, launcher_params=params)
+                        threads=args.threads, launcher=args.launcher, launcher_params=params,
+                        nproc=args.nproc_per_run)
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

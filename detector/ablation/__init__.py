@@ -21,9 +21,10 @@ trains (:func:`plan_runs`), so a typo in the fifth variant fails at once, naming
 
 Output folder::
 
-    out/ablation.json            the plan: base file, common overrides, seeds, variants, each run's overrides
+    out/ablation.json            the plan: base file, common overrides, seeds, variants, processes per run, each
+                                 run's overrides
     out/<variant>/seed<k>/       one ``fit()`` run directory (config.yaml, last.pt, history.jsonl, results.json,
-                                 detections.json: the final evaluation's detections)
+                                 detections.json: the final evaluation's detections; torchrun.log under torchrun)
     out/summary.md, summary.csv  one row per variant: mAP mean +- std over seeds, delta vs the baseline; in
                                  summary.md also the paired comparisons (per-seed differences, 95% t-interval,
                                  Holm-corrected verdict) and, when the assigner varies, assignment statistics
@@ -39,8 +40,10 @@ Runs go seed-major (every variant with the first seed, then every variant with t
 interrupted ablation already holds a comparable table. Running the same ablation again skips finished runs
 (``results.json`` present) and resumes interrupted ones (``last.pt`` present) with ``fit(resume=...)``; a run
 folder that holds a different config than planned is reported before anything trains, never mixed in.
-Runs train in this process, in ``jobs`` worker processes, or as SLURM jobs through submitit; each launcher
-reads the run folders the same way, so one can finish what another started.
+Runs train in this process, in ``jobs`` worker processes, or as SLURM jobs through submitit, and with ``nproc`` > 1
+each run data-parallel over ``nproc`` processes (torchrun locally, ``nproc`` tasks under SLURM; ``ablation.json``
+records ``nproc_per_run``, each ``results.json`` its ``world_size``); each launcher reads the run folders the same
+way, so one can finish what another started.
 
 Modules, one job each: :mod:`~detector.ablation.spec` (the spec from YAML or ``--vary``),
 :mod:`~detector.ablation.plan` (validated runs, stale-folder check), :mod:`~detector.ablation.run` (training the
@@ -48,7 +51,8 @@ runs, :func:`ablate`), :mod:`~detector.ablation.results` (a run folder's numbers
 :mod:`~detector.ablation.stats` (pure statistics: Student's t, paired comparisons, Holm),
 :mod:`~detector.ablation.bootstrap` (paired bootstrap over evaluation images),
 :mod:`~detector.ablation.errors` (TIDE error breakdown), :mod:`~detector.ablation.launch` (one run, worker
-processes), :mod:`~detector.ablation.slurm` (submitit jobs), :mod:`~detector.ablation.hparams` (TensorBoard),
+processes), :mod:`~detector.ablation.torchrun` (runs of several processes under torchrun),
+:mod:`~detector.ablation.slurm` (submitit jobs), :mod:`~detector.ablation.hparams` (TensorBoard),
 :mod:`~detector.ablation.tables` (markdown and CSV tables), :mod:`~detector.ablation.report` (the summary files),
 :mod:`~detector.ablation.plots` (curves and figures).
 """
@@ -90,6 +94,7 @@ from detector.ablation.spec import (
     value_name,
     with_cli_overrides,
 )
+from detector.ablation.torchrun import check_nproc, gpu_groups, run_torchrun, torchrun_command
 from detector.ablation.stats import (
     PairedComparison,
     holm,
@@ -114,7 +119,8 @@ __all__ = [
     "DELTA_METRICS", "ERROR_TYPES", "IGNORED_CONFIG_KEYS", "LAUNCHERS", "SPEC_KEYS", "SUMMARY_METRICS",
     "AblationReport", "AblationSpec", "AssignmentRow", "ErrorBreakdown", "PairedComparison", "PlannedRun",
     "RunOutcome", "RunResult", "Variant", "VariantRow",
-    "draw_paired", "error_breakdown", "run_processes", "train_one", "write_hparams",
+    "check_nproc", "draw_paired", "error_breakdown", "gpu_groups", "run_processes", "run_torchrun", "torchrun_command",
+    "train_one", "write_hparams",
     "ablate", "check_existing_runs", "config_differences", "default_out_dir", "epoch_curve",
     "first_epoch_assignment", "format_assignment_table", "format_duration", "format_markdown",
     "format_markdown_table", "format_mean_std", "format_paired_csv", "format_paired_table", "format_runs_csv",

@@ -12,6 +12,8 @@ pick up what another left, and a preempted SLURM job that is requeued resumes fr
   ``cluster`` extra); the job's callable (:class:`SubmititRun`) is checkpointable, so on preemption or timeout
   submitit requeues it and the requeued job resumes from ``last.pt``. ``submitit.LocalExecutor`` runs the same
   path on one machine (``--launcher submitit-local``).
+* runs of several processes each (``--nproc-per-run N``): :mod:`~detector.ablation.torchrun` locally (each run
+  ``tools/train.py`` under torchrun), one job of N tasks per run under SLURM (:mod:`~detector.ablation.slurm`).
 """
 from __future__ import annotations
 
@@ -36,13 +38,14 @@ class RunOutcome:
 
 
 def train_one(run: PlannedRun, train: Callable[..., Any], progress: bool = True,
-              threads: int | None = None) -> tuple[str, str | None]:
+              threads: int | None = None, main: bool = True) -> tuple[str, str | None]:
     """Train, resume or skip one run by what its folder holds; ``(status, error message or None)``.
 
     ``train(cfg, run_dir=..., progress=...)`` for a new run, ``train(cfg, resume=<run_dir>/last.pt, ...)`` for an
     interrupted one. An exception is written with its traceback to ``<run_dir>/failed.txt`` and returned as
     ``"failed"`` (KeyboardInterrupt and SystemExit, e.g. a SLURM preemption, propagate). ``threads``: set
-    ``torch.set_num_threads`` first.
+    ``torch.set_num_threads`` first. ``main``: False on the ranks other than 0 of a data-parallel run, which
+    leave ``failed.txt`` to rank 0.
     """
     status = run_status(run.run_dir)
     if status == "done":
@@ -58,13 +61,14 @@ def train_one(run: PlannedRun, train: Callable[..., Any], progress: bool = True,
         else:
             train(run.cfg, run_dir=run.run_dir, progress=progress)
     except Exception as exc:  # one diverging variant must not cost the others
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        failed.write_text(traceback.format_exc(), encoding="utf-8")
+        if main:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            failed.write_text(traceback.format_exc(), encoding="utf-8")
         return "failed", f"{type(exc).__name__}: {exc}"
     finally:
         release_memory()
-    if failed.exists():
-        failed.unlink()
+    if main:
+        failed.unlink(missing_ok=True)
     return ("resumed" if status == "partial" else "trained"), None
 
 
@@ -145,20 +149,27 @@ def run_processes(runs: Sequence[PlannedRun], train: Callable[..., Any], jobs: i
                 verb = "resuming" if run_status(run.run_dir) == "partial" else "training"
                 log(f"{_describe(run, i + 1, len(runs))}: {verb} in {run.run_dir}  ({' '.join(run.overrides)})")
                 pending[pool.submit(train_one, run, train, False, threads)] = i
-            stop = False
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    i = pending.pop(future)
-                    if future.cancelled():
-                        continue
-                    status, error = future.result()
-                    outcomes[i] = RunOutcome(runs[i], status, error)
-                    _finished(outcomes[i], _describe(runs[i], i + 1, len(runs)), log)
-                    if status == "failed" and not keep_going and not stop:
-                        stop = True
-                        for other in pending:
-                            other.cancel()
-                    if after_each is not None:
-                        after_each()
+            collect(pending, runs, outcomes, keep_going, log, after_each)
     return [outcomes[i] for i in sorted(outcomes)]
+
+
+def collect(pending: dict, runs: Sequence[PlannedRun], outcomes: dict[int, "RunOutcome"], keep_going: bool,
+            log: Callable[[str], None], after_each: Callable[[], None] | None) -> None:
+    """Wait for the futures of ``pending`` (future -> run index, each returning ``(status, error)``) and record
+    their outcomes as they finish; without ``keep_going`` the first failure cancels the runs not yet started."""
+    stop = False
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            i = pending.pop(future)
+            if future.cancelled():
+                continue
+            status, error = future.result()
+            outcomes[i] = RunOutcome(runs[i], status, error)
+            _finished(outcomes[i], _describe(runs[i], i + 1, len(runs)), log)
+            if status == "failed" and not keep_going and not stop:
+                stop = True
+                for other in pending:
+                    other.cancel()
+            if after_each is not None:
+                after_each()

@@ -12,7 +12,7 @@ from detector.ablation.spec import AblationSpec, Variant
 from detector.config import Config, config_error, config_from_dict, config_to_dict, load_config, resolve_dataset
 from detector.errors import ConfigError
 
-IGNORED_CONFIG_KEYS = frozenset({"data.workers", "train.out_dir", "train.name"})
+IGNORED_CONFIG_KEYS = frozenset({"data.workers", "data.worker_timeout", "train.out_dir", "train.name"})
 """Config keys that may differ between a planned run and the run folder it finds (they do not change results)."""
 
 
@@ -140,14 +140,17 @@ def check_existing_runs(runs: Sequence[PlannedRun]) -> None:
                               "choose another --out:\n  " + "\n  ".join(problems), "ablation")
 
 
-def plan_record(spec: AblationSpec, runs: Sequence[PlannedRun]) -> dict:
-    """The plan as JSON-ready data: spec fields and each run's variant, seed, overrides and folder."""
+def plan_record(spec: AblationSpec, runs: Sequence[PlannedRun], nproc: int = 1) -> dict:
+    """The plan as JSON-ready data: spec fields, the processes per run (``nproc_per_run``: data-parallel ranks;
+    each finished run's ``results.json`` holds the ``world_size`` it actually ran with) and each run's variant,
+    seed, overrides and folder."""
     return {
         "source": spec.source,
         "base": spec.base,
         "common": list(spec.common),
         "seeds": list(spec.seeds),
         "baseline": spec.reference,
+        "nproc_per_run": nproc,
         "variants": {v.name: list(v.overrides) for v in spec.variants},
         "runs": [{"variant": r.variant.name, "seed": r.seed, "overrides": list(r.overrides),
                   "run_dir": str(r.run_dir)} for r in runs],

@@ -152,13 +152,28 @@ def error_section(breakdowns: dict[str, dict[int, ErrorBreakdown]]) -> list[str]
     ]
 
 
+def processes_line(world_sizes: Sequence[int]) -> str | None:
+    """The header line on data parallelism from the finished runs' ``world_size``: None when every run had one
+    process (or none finished); ``[2, 2]`` -> ``"- processes per run: 2 (...)"``; mixed sizes are listed."""
+    sizes = sorted(set(world_sizes))
+    if not sizes or sizes == [1]:
+        return None
+    how = ("data-parallel: `train.batch_size` is each run's global batch, split over its ranks; with "
+           "`train.sync_bn` a run equals the one-process run up to float summation order, without it each rank's "
+           "batch norm sees its own slice; time is wall time")
+    if len(sizes) == 1:
+        return f"- processes per run: {sizes[0]} ({how})"
+    counts = ", ".join(f"{n} for {list(world_sizes).count(n)} run(s)" for n in sizes)
+    return f"- processes per run: **differ** ({counts}; {how})"
+
+
 def format_markdown(spec: AblationSpec, rows: Sequence[VariantRow], dataset: str, split: str,
                     notes: Sequence[str] = (), *, paired: Sequence[PairedComparison] = (),
                     assignment: Sequence[AssignmentRow] = (), bootstrap: Sequence[str] = (),
-                    errors: Sequence[str] = ()) -> str:
-    """The whole ``summary.md``: what was compared (base config, common overrides, seeds, metric), the table,
-    ``notes`` (missing or failed runs), then the paired comparisons, the bootstrap section's lines, the error
-    breakdown's lines and the assignment statistics when given."""
+                    errors: Sequence[str] = (), world_sizes: Sequence[int] = ()) -> str:
+    """The whole ``summary.md``: what was compared (base config, common overrides, seeds, metric, processes per
+    run from the finished runs' ``world_sizes``), the table, ``notes`` (missing or failed runs), then the paired
+    comparisons, the bootstrap section's lines, the error breakdown's lines and the assignment statistics when given."""
     common = " ".join(f"`{o}`" for o in spec.common) or "none"
     std_note = ("mean ± sample standard deviation (n − 1) over seeds" if len(spec.seeds) > 1
                 else "one seed, so no standard deviation")
@@ -173,9 +188,10 @@ def format_markdown(spec: AblationSpec, rows: Sequence[VariantRow], dataset: str
         "- loss columns: mean loss term of the last training epoch (the terms of different losses are on "
         "different scales: compare a loss across variants only where it is the same function); time: "
         "training time per run.",
-        "",
-        format_markdown_table(rows, spec.reference),
     ]
+    processes = processes_line(world_sizes)
+    lines += [processes] if processes else []
+    lines += ["", format_markdown_table(rows, spec.reference)]
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     if paired:
@@ -246,7 +262,7 @@ def write_summary(spec: AblationSpec, runs: Sequence[PlannedRun], out_dir: str |
     first = runs[0].cfg if runs else None
     markdown = format_markdown(spec, rows, first.data.dataset if first else "?", first.eval.split if first else "?",
                                notes, paired=paired, assignment=assignment, bootstrap=boot_lines,
-                               errors=error_lines)
+                               errors=error_lines, world_sizes=[r.world_size for r in results])
     files = [out_dir / name for name in ("summary.md", "summary.csv", "paired.csv", "runs.csv")]
     for path, text in zip(files, (markdown, format_summary_csv(rows), format_paired_csv(paired),
                                   format_runs_csv(results))):

@@ -26,6 +26,7 @@ class RunResult:
         losses: the mean loss terms of its last epoch (``lbox``, ``lobj``, ``lcls``, ...).
         train_time_s: training time in seconds (accumulated over resumes).
         history: the ``history.jsonl`` records, one per epoch.
+        world_size: the processes it trained with (``results.json`` ``world_size``; 1 when absent).
     """
 
     variant: str
@@ -34,6 +35,7 @@ class RunResult:
     losses: dict[str, float]
     train_time_s: float
     history: list[dict]
+    world_size: int = 1
 
 
 def read_run_result(run_dir: str | Path, variant: str, seed: int) -> RunResult | None:
@@ -47,7 +49,7 @@ def read_run_result(run_dir: str | Path, variant: str, seed: int) -> RunResult |
     history = ([json.loads(ln) for ln in history_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
                if history_path.is_file() else [])
     return RunResult(variant, seed, dict(data.get("stats", {})), dict(data.get("train", {})),
-                     float(data.get("train_time_s", 0.0)), history)
+                     float(data.get("train_time_s", 0.0)), history, int(data.get("world_size", 1)))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Running: train the planned runs in order (skip finished, resume interrupted, record failures), and
 :func:`ablate`, the whole ablation from spec to summary, with the runs in this process, in local worker
-processes or as SLURM jobs (:mod:`~detector.ablation.launch`, :mod:`~detector.ablation.slurm`)."""
+processes, each under torchrun, or as SLURM jobs (:mod:`~detector.ablation.launch`,
+:mod:`~detector.ablation.torchrun`, :mod:`~detector.ablation.slurm`)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from detector.ablation.report import display_path, write_summary
 from detector.ablation.results import VariantRow
 from detector.ablation.spec import AblationSpec, default_out_dir
 from detector.ablation.stats import PairedComparison
+from detector.ablation.torchrun import check_nproc, run_torchrun
 from detector.errors import ConfigError
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
@@ -69,7 +71,7 @@ class AblationReport:
 def ablate(spec: AblationSpec, out_dir: str | Path | None = None, *, train: Callable[..., dict] | None = None,
            progress: bool = True, keep_going: bool = True, summary_only: bool = False, bootstrap: int = 0,
            jobs: int = 1, threads: int | None = None, launcher: str = "local",
-           launcher_params: dict[str, Any] | None = None, executor: Any = None,
+           launcher_params: dict[str, Any] | None = None, executor: Any = None, nproc: int = 1,
            log: Callable[[str], None] = print) -> AblationReport:
     """Validate every run, train what is missing, and write the summary (see the module docstring).
 
@@ -87,6 +89,10 @@ def ablate(spec: AblationSpec, out_dir: str | Path | None = None, *, train: Call
         launcher: one of :data:`LAUNCHERS`.
         launcher_params: submitit executor parameters (``timeout_min``, ``slurm_partition``, ...).
         executor: a ready submitit executor (overrides ``launcher``'s; tests pass a ``LocalExecutor``).
+        nproc: processes (data-parallel ranks) per run. Locally each run is then ``tools/train.py`` under
+            torchrun (:mod:`~detector.ablation.torchrun`; ``train`` must be left None), ``jobs`` at a time with
+            ``nproc`` GPUs each when CUDA is there; under a submitit launcher one job of ``nproc`` tasks per run
+            (:func:`~detector.ablation.slurm.distributed_parameters`). Recorded in ablation.json.
         log: where progress lines go.
 
     Raises:
@@ -102,8 +108,12 @@ def ablate(spec: AblationSpec, out_dir: str | Path | None = None, *, train: Call
         f"{status.count('new')} to train")
     outcomes: list[RunOutcome] = []
     if not summary_only:
+        check_nproc(runs, nproc)
+        if nproc > 1 and launcher == "local" and executor is None and train is not None:
+            raise ValueError("ablate(train=...) with nproc > 1 on the local launcher: each run is tools/train.py "
+                             "under torchrun, which trains with fit; leave train None")
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "ablation.json").write_text(json.dumps(plan_record(spec, runs), indent=2) + "\n",
+        (out_dir / "ablation.json").write_text(json.dumps(plan_record(spec, runs, nproc), indent=2) + "\n",
                                               encoding="utf-8")
         if train is None:
             from detector.engine.trainer import fit as train
@@ -114,14 +124,20 @@ def ablate(spec: AblationSpec, out_dir: str | Path | None = None, *, train: Call
             raise ConfigError("--launcher", f"unknown launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}",
                               "command line")
         if launcher != "local" or executor is not None:
-            from detector.ablation.slurm import SUBMITIT_DIR, make_executor, submit_runs, wait_jobs
+            from detector.ablation.slurm import (SUBMITIT_DIR, distributed_parameters, make_executor, submit_runs,
+                                                 wait_jobs)
 
             if executor is None:
-                executor = make_executor(launcher, out_dir / SUBMITIT_DIR, dict(launcher_params or {}))
+                cuda = not all(str(r.cfg.train.device).startswith("cpu") for r in runs)
+                params = distributed_parameters(dict(launcher_params or {}), nproc, cuda)
+                executor = make_executor(launcher, out_dir / SUBMITIT_DIR, params)
             done, submitted = submit_runs(executor, runs, train, threads=threads, log=log)
             order = {id(r): k for k, r in enumerate(runs)}
             outcomes = sorted(done + wait_jobs(runs, submitted, keep_going=keep_going, log=log, after_each=refresh),
                               key=lambda o: order[id(o.run)])
+        elif nproc > 1:
+            outcomes = run_torchrun(runs, spec.base, nproc, jobs, threads=threads, keep_going=keep_going, log=log,
+                                    after_each=refresh)
         elif jobs > 1:
             outcomes = run_processes(runs, train, jobs, threads=threads, keep_going=keep_going, log=log,
                                      after_each=refresh)

@@ -6,11 +6,20 @@ job or its time limit nears (submitit's USR2 signal), submitit requeues the same
 resumes from the last finished epoch. The submitting process waits for every job and writes the summary;
 interrupting it leaves the jobs running, and ``--summary-only`` later writes the report from the run folders.
 Executor files (job scripts, logs, pickles) go to ``<out>/submitit/``.
+
+A run of ``nproc`` processes (``--nproc-per-run N``) is one job of N tasks on one node (with CUDA N GPUs:
+:func:`distributed_parameters`). srun starts the tasks, not torchrun: each task maps what SLURM says about it to the
+variables torchrun would have set (:func:`torch_env_from_job`, as ``submitit.helpers.TorchDistributedEnvironment``
+does, but every GPU of the node stays visible, since ``fit`` takes ``cuda:LOCAL_RANK``), then calls ``fit`` like
+a torchrun rank. On preemption submitit's task 0 requeues the whole job; every task then resumes from ``last.pt``.
 """
 from __future__ import annotations
 
+import os
+import re
+import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -43,12 +52,68 @@ class SubmititRun:
         self.run, self.train, self.threads = run, train, threads
 
     def __call__(self) -> tuple[str, str | None]:
-        return train_one(self.run, self.train, progress=False, threads=self.threads)
+        env = torch_env_from_job(os.environ)
+        main = True
+        if int(env.get("WORLD_SIZE", "1")) > 1:  # a job of several tasks: the ranks of one data-parallel run
+            os.environ.update(env)
+            main = env["RANK"] == "0"
+        return train_one(self.run, self.train, progress=False, threads=self.threads, main=main)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+_TASK_KEYS = {  # (rank, tasks, local rank, nodes, job id) as SLURM and submitit's LocalExecutor name them
+    "slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NUM_NODES", "SLURM_JOB_ID"),
+    "local": ("SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_NTASKS", "SUBMITIT_LOCAL_LOCALID",
+              "SUBMITIT_LOCAL_JOB_NUM_NODES", "SUBMITIT_LOCAL_JOB_ID"),
+}
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``"gpu[03-05,07],cpu1"`` -> ``"gpu03"``, ``"a7,a8"`` -> ``"a7"``,
+    ``"n[1-2]-ib"`` -> ``"n1-ib"``, ``""`` -> ``""``."""
+    group = re.match(r"(?:[^,\[]|\[[^\]]*\])*", nodelist.strip()).group()  # up to the first comma outside [...]
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], group)
+
+
+def torch_env_from_job(env: Mapping[str, str]) -> dict[str, str]:
+    """What ``torchrun`` would set for this task, from what SLURM (or submitit's LocalExecutor) set: ``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``; ``{}`` outside a job.
+
+    ``MASTER_ADDR``: the first host of ``SLURM_JOB_NODELIST`` (``127.0.0.1`` under the LocalExecutor).
+    ``MASTER_PORT``: ``env``'s own when set, else ``20000 + job id mod 40000``: the same for every task of the job
+    and for the job after a requeue (SLURM keeps its id). ``CUDA_VISIBLE_DEVICES`` is left alone.
+    """
+    kind = "slurm" if "SLURM_JOB_ID" in env else "local" if "SUBMITIT_LOCAL_JOB_ID" in env else None
+    if kind is None:
+        return {}
+    rank, tasks, local_rank, nodes, job = (env.get(k, "") for k in _TASK_KEYS[kind])
+    tasks, nodes = int(tasks or 1), int(nodes or 1)
+    port = env.get("MASTER_PORT") or str(20000 + (int(job) if job.isdigit() else zlib.crc32(job.encode())) % 40000)
+    addr = (first_host(env.get("SLURM_JOB_NODELIST", "")) if kind == "slurm" else "") or "127.0.0.1"
+    return {"RANK": rank or "0", "WORLD_SIZE": str(tasks), "LOCAL_RANK": local_rank or "0",
+            "LOCAL_WORLD_SIZE": str(tasks // max(nodes, 1)), "MASTER_ADDR": addr, "MASTER_PORT": port}
+
+
+def distributed_parameters(params: Mapping[str, Any], nproc: int, cuda: bool) -> dict[str, Any]:
+    """Executor parameters for runs of ``nproc`` processes: ``params`` plus one node, ``nproc`` tasks and, with
+    ``cuda``, ``nproc`` GPUs on it (``params`` unchanged for ``nproc`` 1). Raises ConfigError when ``params``
+    says otherwise, or asks ``gpus_per_task`` (each task must see all the node's GPUs)."""
+    if nproc == 1:
+        return dict(params)
+    wanted = {"nodes": 1, "tasks_per_node": nproc, **({"gpus_per_node": nproc} if cuda else {})}
+    for key, value in wanted.items():
+        if key in params and params[key] != value:
+            raise ConfigError("--slurm", f"{key}={params[key]} contradicts --nproc-per-run {nproc}, which sets "
+                                         f"{key}={value}; leave {key} out", "command line")
+    if "gpus_per_task" in params:
+        raise ConfigError("--slurm", f"gpus_per_task with --nproc-per-run {nproc}: every rank takes "
+                                     "cuda:LOCAL_RANK of the GPUs it sees; leave gpus_per_task out (gpus_per_node is "
+                                     "set for you)", "command line")
+    return {**params, **wanted}
 
 
 def parse_parameters(items: Sequence[str]) -> dict[str, Any]:
@@ -114,7 +179,7 @@ def wait_jobs(runs: Sequence[PlannedRun], jobs: Sequence[tuple[int, Any]], *, ke
     for job in submitit.helpers.as_completed([job for _, job in jobs]):
         i = by_job[id(job)]
         try:
-            status, error = job.result()
+            status, error = job.results()[0]  # task 0's (rank 0) of a job of several tasks
         except Exception as exc:  # the job itself failed: no result to read
             status, error = "failed", f"job {job.job_id}: {type(exc).__name__}: {str(exc).strip()[-500:]}"
         outcome = RunOutcome(runs[i], status, error)
