@@ -266,7 +266,7 @@ def test_override_errors_name_the_set_item(item, message):
     ("train:\n  epochs: 3\n  epoch: 5\n", "3: train.epoch: unknown key; did you mean 'epochs'?"),
     # unknown key without a close match lists the section's keys
     ("eval:\n  zzz: 1\n", "2: eval.zzz: unknown key; valid keys: conf_thres, iou_thres, max_det, nms, "
-                          "variance_voting, batch_size, split, backend"),
+                          "nwd_constant, variance_voting, batch_size, split, backend"),
     ("\nmodle:\n  size: s\n", "2: modle: unknown section; did you mean 'model'?"),
     # wrong types
     ("train:\n  seed: 1\n  epochs: ten\n", "3: train.epochs: expected int, got str 'ten'"),
@@ -297,7 +297,7 @@ def test_override_errors_name_the_set_item(item, message):
     ("train:\n  device: gpu\n", "2: train.device: 'gpu' is not one of auto, cpu, cuda, cuda:N (N a GPU index)"),
     # invalid choices
     ("train:\n  schedule: cos\n", "2: train.schedule: 'cos' is not one of linear, cosine; did you mean 'cosine'?"),
-    ("eval:\n  nms: soft\n", "2: eval.nms: 'soft' is not one of iou, diou, none, peaks"),
+    ("eval:\n  nms: soft\n", "2: eval.nms: 'soft' is not one of iou, diou, nwd, none, peaks"),
     # consistency across sections
     ("model:\n  strides: [8, 16]\n", "1: model.anchors: has 3 levels but model.strides has 2; "
                                      "give one anchor list per stride"),

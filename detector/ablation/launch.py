@@ -126,14 +126,7 @@ def run_processes(runs: Sequence[PlannedRun], train: Callable[..., Any], jobs: i
     order of ``runs``. Finished runs are skipped without a process; progress bars are off (they would interleave).
     Without ``keep_going`` the first failure cancels the runs not yet started."""
     threads = threads if threads is not None else default_threads(jobs)
-    outcomes: dict[int, RunOutcome] = {}
-    todo = []
-    for i, run in enumerate(runs):
-        if run_status(run.run_dir) == "done":
-            log(f"{_describe(run, i + 1, len(runs))}: done earlier, skipped ({run.run_dir})")
-            outcomes[i] = RunOutcome(run, "done")
-        else:
-            todo.append(i)
+    outcomes, todo = skip_done(runs, log)
     if todo:
         gpus = visible_gpus([runs[i] for i in todo])
         log(f"{len(todo)} run(s) in {jobs} processes, {threads} CPU thread(s) each"
@@ -151,6 +144,19 @@ def run_processes(runs: Sequence[PlannedRun], train: Callable[..., Any], jobs: i
                 pending[pool.submit(train_one, run, train, False, threads)] = i
             collect(pending, runs, outcomes, keep_going, log, after_each)
     return [outcomes[i] for i in sorted(outcomes)]
+
+
+def skip_done(runs: Sequence[PlannedRun], log: Callable[[str], None]) -> tuple[dict[int, "RunOutcome"], list[int]]:
+    """({index: "done" outcome} for the runs finished earlier (logged as skipped), the indices still to train)."""
+    outcomes: dict[int, RunOutcome] = {}
+    todo = []
+    for i, run in enumerate(runs):
+        if run_status(run.run_dir) == "done":
+            log(f"{_describe(run, i + 1, len(runs))}: done earlier, skipped ({run.run_dir})")
+            outcomes[i] = RunOutcome(run, "done")
+        else:
+            todo.append(i)
+    return outcomes, todo
 
 
 def collect(pending: dict, runs: Sequence[PlannedRun], outcomes: dict[int, "RunOutcome"], keep_going: bool,

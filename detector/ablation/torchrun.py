@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from detector.ablation.launch import RunOutcome, _describe, collect, default_threads
+from detector.ablation.launch import RunOutcome, _describe, collect, default_threads, skip_done
 from detector.ablation.plan import PlannedRun, _in_variant, run_status
 from detector.config import REPO_ROOT, config_error
 from detector.errors import ConfigError
@@ -130,14 +130,7 @@ def run_torchrun(runs: Sequence[PlannedRun], base: str, nproc: int, jobs: int = 
                  after_each: Callable[[], None] | None = None) -> list[RunOutcome]:
     """Train the runs, ``jobs`` at a time, each under torchrun with ``nproc`` ranks; outcomes in the order of
     ``runs``. Without ``keep_going`` the first failure cancels the runs not yet started."""
-    outcomes: dict[int, RunOutcome] = {}
-    todo = []
-    for i, run in enumerate(runs):
-        if run_status(run.run_dir) == "done":
-            log(f"{_describe(run, i + 1, len(runs))}: done earlier, skipped ({run.run_dir})")
-            outcomes[i] = RunOutcome(run, "done")
-        else:
-            todo.append(i)
+    outcomes, todo = skip_done(runs, log)
     if todo:
         gpus = cuda_gpus([runs[i] for i in todo])
         groups = gpu_groups(gpus, jobs, nproc)

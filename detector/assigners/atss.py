@@ -18,6 +18,13 @@ point, the single square anchor per location of ATSS's anchor-free form (mmdetec
 PP-YOLOE, whose ATSS warm-up works on point priors, use ``5`` (``grid_cell_size=5.0``); pass ``anchor_scale=5`` for
 their boxes.
 
+``similarity="nwd"`` runs rules 2 and 4 on the NWD ``exp(-W_2 / C)`` between the ground truth and the prior's box
+instead of the IoU (:mod:`detector.assigners.similarity`; ``C = nwd_constant`` pixels). A tiny box lies inside the
+boxes of all its candidates of a level, so their IoUs are equal per level and only the level (the size of the
+prior box) separates them, and the mean + std threshold can exceed them all; NWD also ranks the candidates of a
+level by their distance to the box, markedly so when ``C`` is near the object size (tests/assigners/
+test_nwd_similarity.py: a 4 px box that IoU leaves unmatched is matched with ``C = 6.4``, not with 12.8).
+
 Shape letters as in :mod:`detector.structures` (``B, G, P, M``); here also ``K`` = candidates per ground truth over
 all levels (``sum_l min(topk, P_l)``) and ``P_l`` the priors of one level.
 """
@@ -29,7 +36,8 @@ import torch
 from torch import Tensor
 
 from detector.assigners.common import assignment_from_matches, check_targets, pad_targets
-from detector.ops.boxes import iou_and_union
+from detector.assigners.similarity import aligned_similarity, check_similarity
+from detector.ops.boxes import NWD_CONSTANT
 from detector.structures import Assignment, Predictions, Priors
 
 INSIDE_MARGIN = 0.01
@@ -67,6 +75,8 @@ def assign_atss(
     batch_size: int,
     topk: int = 9,
     anchor_scale: float = 8.0,
+    similarity: str = "iou",
+    nwd_constant: float = NWD_CONSTANT,
 ) -> Assignment:
     """Assign ground truths to priors by ATSS's adaptive IoU threshold (mean + unbiased std of the candidates).
 
@@ -101,17 +111,21 @@ def assign_atss(
         topk (int): candidates per level and ground truth (ATSS: 9).
         anchor_scale (float): side of a point prior's square box, in strides (ATSS: 8; YOLOv6 / PP-YOLOE: 5).
             Unused for anchor priors.
+        similarity (str): ``"iou"`` (ATSS) or ``"nwd"``: the overlap of rules 2 and 4, then also in ``extras``.
+        nwd_constant (float): NWD's ``C`` in pixels (``similarity="nwd"`` only).
 
     Returns:
         Assignment: one pair per positive prior, ordered by image, then prior (``batch_index``, ``prior_index``,
         ``gt_index`` Tensor[M] long, on the targets' device); ``extras["iou"]`` (Tensor[M] float) is the IoU
-        between the ground truth and the prior's box (see :func:`prior_boxes`); ``extras["iou_threshold"]``
-        (Tensor[M] float) the ATSS threshold of the pair's ground truth. ``score`` is None: ATSS proposes no soft
-        class target (the criterion's hard target, or ``loss.cls_target: iou`` for quality / varifocal losses).
+        between the ground truth and the prior's box (see :func:`prior_boxes`; the NWD with ``similarity="nwd"``);
+        ``extras["iou_threshold"]`` (Tensor[M] float) the ATSS threshold of the pair's ground truth. ``score`` is
+        None: ATSS proposes no soft class target (the criterion's hard target, or ``loss.cls_target: iou`` for
+        quality / varifocal losses).
         ``ignore``, ``negative`` and ``weight`` are None: every prior that is not positive is negative. No
         targets or no priors give :meth:`Assignment.empty`.
     """
     _check_params(topk, anchor_scale, "assign_atss")
+    check_similarity(similarity, nwd_constant, "assign_atss")
     check_targets(targets, batch_size, "assign_atss")
     device = targets.device
     num_priors = len(priors)
@@ -138,9 +152,9 @@ def assign_atss(
 
     # 2. threshold from the candidates' IoUs with their ground truth
     cand_boxes = boxes[candidates]  # (B, G, K, 4)
-    # IoU in pixel units (not aligned_iou's per-pair frame): candidates with the same overlap geometry then get
-    # bitwise-equal IoUs, which the float64 mean / std below turn into a threshold they all reach
-    ious = iou_and_union(gt_boxes[:, :, None, :], cand_boxes, 1e-7)[0]  # (B, G, K)
+    # IoU (or NWD) in pixel units (not aligned_iou's per-pair frame): candidates with the same overlap geometry then
+    # get bitwise-equal values, which the float64 mean / std below turn into a threshold they all reach
+    ious = aligned_similarity(gt_boxes[:, :, None, :], cand_boxes, similarity, nwd_constant)  # (B, G, K)
     ious64 = ious.to(torch.float32 if device.type == "mps" else torch.float64)
     threshold = ious64.mean(-1)  # (B, G)
     if num_candidates > 1:
@@ -181,21 +195,27 @@ class ATSSAssigner:
 
     Works with anchor priors (IoU with the anchor boxes) and point priors (IoU with squares of side
     ``anchor_scale * stride``). ``pred`` is accepted and ignored: ATSS depends on ground-truth and prior geometry
-    only.
+    only. ``similarity="nwd"`` (config ``assigner: {name: atss, similarity: nwd}``) thresholds NWD instead of IoU.
     """
 
     needs_predictions = False
     needs_anchors = False
 
-    def __init__(self, topk: int = 9, anchor_scale: float = 8.0):
+    def __init__(self, topk: int = 9, anchor_scale: float = 8.0, similarity: str = "iou",
+                 nwd_constant: float = NWD_CONSTANT):
         _check_params(topk, anchor_scale, "ATSSAssigner")
+        check_similarity(similarity, nwd_constant, "ATSSAssigner")
         self.topk = topk
         self.anchor_scale = float(anchor_scale)
+        self.similarity = similarity
+        self.nwd_constant = nwd_constant
 
     def __call__(
         self, priors: Priors, targets: Tensor, batch_size: int, pred: Predictions | None = None
     ) -> Assignment:
-        return assign_atss(priors, targets, batch_size, topk=self.topk, anchor_scale=self.anchor_scale)
+        return assign_atss(priors, targets, batch_size, topk=self.topk, anchor_scale=self.anchor_scale,
+                           similarity=self.similarity, nwd_constant=self.nwd_constant)
 
     def __repr__(self) -> str:
-        return f"ATSSAssigner(topk={self.topk}, anchor_scale={self.anchor_scale})"
+        nwd = f", similarity={self.similarity!r}, nwd_constant={self.nwd_constant}" if self.similarity != "iou" else ""
+        return f"ATSSAssigner(topk={self.topk}, anchor_scale={self.anchor_scale}{nwd})"

@@ -14,6 +14,10 @@ detectron2's ``Matcher``), with one deliberate difference, documented in :func:`
 :func:`match_ssd`: a ground truth that overlaps no prior at all (best IoU 0, e.g. a zero-area box) gets no forced
 or low-quality match, where torchvision would make every zero-IoU prior (Matcher) or prior 0 (SSDMatcher)
 positive.
+
+``similarity="nwd"`` (every assigner here) ranks and thresholds the pairs by NWD instead of IoU
+(:mod:`detector.assigners.similarity`): thresholds and labels are unchanged, and since NWD is never 0, every
+ground truth, however tiny or far from the anchors, has a best prior for the low-quality and SSD forced matches.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import torch
 from torch import Tensor
 
 from detector.assigners.common import PaddedTargets, assignment_from_matches, check_targets, pad_targets
-from detector.ops.boxes import box_iou
+from detector.assigners.similarity import check_similarity, pairwise_similarity
+from detector.ops.boxes import NWD_CONSTANT
 from detector.structures import Assignment, Predictions, Priors
 
 _PADDING_IOU = -1.0  # IoU given to padding ground truths: below every real IoU (>= 0), so padding never wins
@@ -172,16 +177,21 @@ def anchor_boxes(priors: Priors) -> Tensor:
     return torch.cat((centers - half, centers + half), dim=1)  # (P, 4)
 
 
-def gt_prior_iou(priors: Priors, padded: PaddedTargets) -> Tensor:
-    """Tensor[B, G, P] float32: IoU of every padded ground truth with every anchor prior (0 for padding rows).
+def gt_prior_iou(
+    priors: Priors, padded: PaddedTargets, similarity: str = "iou", nwd_constant: float = NWD_CONSTANT
+) -> Tensor:
+    """Tensor[B, G, P] float32: IoU of every padded ground truth with every anchor prior (padding rows hold the
+    value of a zero box); with ``similarity="nwd"`` the NWD of :func:`detector.ops.boxes.box_nwd` instead.
 
     Memory: one float32 ``(B, G, P)`` tensor, ``B * G * P * 4`` bytes: at ``B = 64``, ``G = 50``, ``P = 25200``
     (a 640 input, 3 anchors at strides 8/16/32) that is 323 MB, and :func:`detector.ops.boxes.box_iou` holds
-    about three ``(B * G, P, 2)`` float32 intermediates (2 x 323 MB each) while it runs.
+    about three ``(B * G, P, 2)`` float32 intermediates (2 x 323 MB each) while it runs; ``box_nwd`` one
+    ``(B * G, P)`` distance.
     """
     batch_size, max_boxes = padded.boxes.shape[:2]
     anchors = anchor_boxes(priors).to(padded.boxes.device)  # (P, 4)
-    iou = box_iou(padded.boxes.float().reshape(batch_size * max_boxes, 4), anchors)  # (B*G, P)
+    gt_boxes = padded.boxes.float().reshape(batch_size * max_boxes, 4)  # (B*G, 4)
+    iou = pairwise_similarity(gt_boxes, anchors, similarity, nwd_constant)  # (B*G, P)
     return iou.reshape(batch_size, max_boxes, -1)  # (B, G, P)
 
 
@@ -211,6 +221,8 @@ def assign_max_iou(
     neg_iou: float,
     allow_low_quality_matches: bool = True,
     min_pos_iou: float = 0.0,
+    similarity: str = "iou",
+    nwd_constant: float = NWD_CONSTANT,
 ) -> Assignment:
     """Max-IoU assignment of anchors (Faster R-CNN's RPN, RetinaNet): :func:`match_max_iou` with thresholds
     ``[neg_iou, pos_iou]`` and labels ``[0, -1, 1]`` on :func:`gt_prior_iou`.
@@ -232,6 +244,8 @@ def assign_max_iou(
         batch_size (int): B.
         pos_iou, neg_iou (float): ``0 <= neg_iou <= pos_iou <= 1``.
         allow_low_quality_matches (bool), min_pos_iou (float): see :func:`match_max_iou`.
+        similarity (str): ``"iou"`` or ``"nwd"`` (then the thresholds apply to NWD); nwd_constant (float): its
+            ``C`` in pixels.
 
     Returns:
         Assignment: one pair per positive anchor (ordered by image, then prior) with ``gt_index`` the row of
@@ -240,9 +254,10 @@ def assign_max_iou(
     """
     _check_anchor_priors(priors, "assign_max_iou")
     _check_iou_pair(pos_iou, neg_iou, min_pos_iou, "assign_max_iou")
+    check_similarity(similarity, nwd_constant, "assign_max_iou")
     check_targets(targets, batch_size, "assign_max_iou")
     padded = pad_targets(targets, batch_size)
-    iou = gt_prior_iou(priors, padded)  # (B, G, P)
+    iou = gt_prior_iou(priors, padded, similarity, nwd_constant)  # (B, G, P)
     matched, label = match_max_iou(
         iou, padded.valid, [neg_iou, pos_iou], [0, -1, 1], allow_low_quality_matches, min_pos_iou
     )
@@ -250,13 +265,18 @@ def assign_max_iou(
     return assignment_from_matches(torch.where(label == 1, matched, -1), padded, ignore=label == -1)
 
 
-def assign_ssd(priors: Priors, targets: Tensor, batch_size: int, iou_threshold: float = 0.5) -> Assignment:
+def assign_ssd(
+    priors: Priors, targets: Tensor, batch_size: int, iou_threshold: float = 0.5, similarity: str = "iou",
+    nwd_constant: float = NWD_CONSTANT,
+) -> Assignment:
     """SSD's assignment: :func:`match_ssd` on :func:`gt_prior_iou` (each ground truth's best anchor, then every
     anchor with IoU ``>= iou_threshold`` with its best ground truth).
 
     Worked example (the anchors of :func:`assign_max_iou`'s example): a target ``(0, cls, 8, 0, 24, 16)`` on the
     border between anchors 0 and 1 has IoU ``8 * 16 / (512 - 128) = 1/3`` with both; neither reaches 0.5, and
     its best anchor is the lower index among the tie, so the only pair is ``(0, 0, 0)``.
+
+    ``similarity="nwd"`` matches on NWD (``C = nwd_constant`` pixels) instead of IoU, ``iou_threshold`` included.
 
     Returns:
         Assignment: one pair per matched anchor (ordered by image, then prior); ``ignore`` and ``negative`` None
@@ -265,9 +285,10 @@ def assign_ssd(priors: Priors, targets: Tensor, batch_size: int, iou_threshold: 
     _check_anchor_priors(priors, "assign_ssd")
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"assign_ssd: iou_threshold must be in [0, 1] (SSD uses 0.5), got {iou_threshold}")
+    check_similarity(similarity, nwd_constant, "assign_ssd")
     check_targets(targets, batch_size, "assign_ssd")
     padded = pad_targets(targets, batch_size)
-    matched = match_ssd(gt_prior_iou(priors, padded), padded.valid, iou_threshold)  # (B, P)
+    matched = match_ssd(gt_prior_iou(priors, padded, similarity, nwd_constant), padded.valid, iou_threshold)  # (B, P)
     return assignment_from_matches(matched, padded)
 
 
@@ -276,31 +297,38 @@ class MaxIoUAssigner:
 
     Presets: :func:`rpn_assigner` (0.7 / 0.3, low-quality matches, Faster R-CNN's RPN) and
     :func:`retinanet_assigner` (0.5 / 0.4, low-quality matches). ``pred`` is accepted and ignored.
+    ``similarity="nwd"`` (config ``assigner: {name: rpn, similarity: nwd}``) matches on NWD instead of IoU.
     """
 
     needs_predictions = False
     needs_anchors = True
 
     def __init__(
-        self, pos_iou: float, neg_iou: float, allow_low_quality_matches: bool = True, min_pos_iou: float = 0.0
+        self, pos_iou: float, neg_iou: float, allow_low_quality_matches: bool = True, min_pos_iou: float = 0.0,
+        similarity: str = "iou", nwd_constant: float = NWD_CONSTANT,
     ):
         _check_iou_pair(pos_iou, neg_iou, min_pos_iou, "MaxIoUAssigner")
+        check_similarity(similarity, nwd_constant, "MaxIoUAssigner")
         self.pos_iou = pos_iou
         self.neg_iou = neg_iou
         self.allow_low_quality_matches = allow_low_quality_matches
         self.min_pos_iou = min_pos_iou
+        self.similarity = similarity
+        self.nwd_constant = nwd_constant
 
     def __call__(
         self, priors: Priors, targets: Tensor, batch_size: int, pred: Predictions | None = None
     ) -> Assignment:
         return assign_max_iou(
-            priors, targets, batch_size, self.pos_iou, self.neg_iou, self.allow_low_quality_matches, self.min_pos_iou
+            priors, targets, batch_size, self.pos_iou, self.neg_iou, self.allow_low_quality_matches, self.min_pos_iou,
+            self.similarity, self.nwd_constant,
         )
 
     def __repr__(self) -> str:
         return (
             f"MaxIoUAssigner(pos_iou={self.pos_iou}, neg_iou={self.neg_iou}, "
-            f"allow_low_quality_matches={self.allow_low_quality_matches}, min_pos_iou={self.min_pos_iou})"
+            f"allow_low_quality_matches={self.allow_low_quality_matches}, min_pos_iou={self.min_pos_iou}"
+            f"{_similarity_repr(self.similarity, self.nwd_constant)})"
         )
 
 
@@ -310,18 +338,26 @@ class SSDAssigner:
     needs_predictions = False
     needs_anchors = True
 
-    def __init__(self, iou_threshold: float = 0.5):
+    def __init__(self, iou_threshold: float = 0.5, similarity: str = "iou", nwd_constant: float = NWD_CONSTANT):
         if not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"SSDAssigner: iou_threshold must be in [0, 1] (SSD uses 0.5), got {iou_threshold}")
+        check_similarity(similarity, nwd_constant, "SSDAssigner")
         self.iou_threshold = iou_threshold
+        self.similarity = similarity
+        self.nwd_constant = nwd_constant
 
     def __call__(
         self, priors: Priors, targets: Tensor, batch_size: int, pred: Predictions | None = None
     ) -> Assignment:
-        return assign_ssd(priors, targets, batch_size, self.iou_threshold)
+        return assign_ssd(priors, targets, batch_size, self.iou_threshold, self.similarity, self.nwd_constant)
 
     def __repr__(self) -> str:
-        return f"SSDAssigner(iou_threshold={self.iou_threshold})"
+        return f"SSDAssigner(iou_threshold={self.iou_threshold}{_similarity_repr(self.similarity, self.nwd_constant)})"
+
+
+def _similarity_repr(similarity: str, nwd_constant: float) -> str:
+    """``", similarity='nwd', nwd_constant=12.8"`` for NWD, nothing for the default IoU (reprs stay as they were)."""
+    return f", similarity={similarity!r}, nwd_constant={nwd_constant}" if similarity != "iou" else ""
 
 
 def rpn_assigner() -> MaxIoUAssigner:

@@ -12,7 +12,8 @@ The rules, in the order they run:
    assignment) each side of the gt box shorter than ``stal_min_size`` pixels is set to ``stal_size`` pixels about
    the box centre first, for this test only (the IoU below uses the real box).
 2. **Metric.** For candidates, ``t = s^alpha * u^beta`` with ``s = pred_scores[b, p, class of g]`` and
-   ``u = IoU(pred_boxes[b, p], gt)`` (CIoU for YOLOv8 / YOLO26, clamped at 0; plain IoU for TOOD / PP-YOLOE);
+   ``u = IoU(pred_boxes[b, p], gt)`` (CIoU for YOLOv8 / YOLO26, clamped at 0; plain IoU for TOOD / PP-YOLOE;
+   NWD ``exp(-W_2 / nwd_constant)`` with ``iou_type="nwd"``, :mod:`detector.assigners.similarity`);
    ``t = 0`` elsewhere.
 3. **Top-k.** Each gt keeps its ``topk`` candidates of largest ``t``, among those with ``t > 0``.
 4. **Conflicts.** A prior kept by several gts goes to the gt with the highest ``u`` among all gts it is a
@@ -24,14 +25,18 @@ The rules, in the order they run:
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 from torch import Tensor
 
 from detector.assigners.common import check_targets, pad_targets
-from detector.ops.boxes import aligned_ciou, aligned_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
+from detector.assigners.similarity import check_nwd_constant
+from detector.ops.boxes import NWD_CONSTANT, aligned_ciou, aligned_iou, aligned_nwd, cxcywh_to_xyxy, xyxy_to_cxcywh
 from detector.structures import Assignment, Predictions, Priors
 
-IOU_TYPES = ("iou", "ciou")
+IOU_TYPES = ("iou", "ciou", "nwd")
 
 
 def _check_parameters(
@@ -110,6 +115,7 @@ def assign_tal(
     stal_min_size: float | None = None,
     stal_size: float | None = None,
     topk2: int | None = None,
+    nwd_constant: float = NWD_CONSTANT,
 ) -> Assignment:
     """Task-aligned assignment of a batch: each gt takes its ``topk`` candidates of best ``s^alpha * IoU^beta``.
 
@@ -163,13 +169,15 @@ def assign_tal(
         alpha (float): exponent of the score (>= 0).
         beta (float): exponent of the IoU (>= 0).
         eps (float): margin of the inside-the-box test and the normaliser's guard (ultralytics: 1e-9).
-        iou_type (str): ``"ciou"`` (YOLOv8, clamped at 0) or ``"iou"`` (TOOD / PP-YOLOE).
+        iou_type (str): ``"ciou"`` (YOLOv8, clamped at 0), ``"iou"`` (TOOD / PP-YOLOE) or ``"nwd"`` (the NWD of
+            the predicted box and the gt, for tiny objects; then also in ``extras["iou"]`` and the soft target).
         stal_min_size (float | None): STAL: gt sides shorter than this many pixels are enlarged for the candidate
             test; None disables it (YOLO26: 8, the finest stride).
         stal_size (float | None): the side they get, in pixels; None means ``2 * stal_min_size`` (YOLO26: 16,
             the second stride). Needs ``stal_min_size``.
         topk2 (int | None): second top-k after conflicts (YOLO26 one-to-one head: 1); None, or equal to ``topk``,
             skips it (ultralytics skips the step when ``topk2 == topk``).
+        nwd_constant (float): NWD's ``C`` in pixels (``iou_type="nwd"`` only; the NWD paper's 12.8).
 
     Returns:
         Assignment: one pair per positive prior (a prior has at most one gt), ordered by image, then prior;
@@ -179,6 +187,7 @@ def assign_tal(
     """
     where = "assign_tal"
     _check_parameters(where, topk, alpha, beta, eps, iou_type, stal_min_size, stal_size, topk2)
+    check_nwd_constant(nwd_constant, where)
     check_targets(targets, batch_size, where)
     num_priors = len(priors)
     if pred_boxes.shape != (batch_size, num_priors, 4):
@@ -202,10 +211,12 @@ def assign_tal(
             f"{where}: targets[:, 1] (class) must lie in [0, C={num_classes}) (C from pred_scores), got range "
             f"[{int(labels.min())}, {int(labels.max())}]"
         )
+    overlap = {"ciou": aligned_ciou, "iou": aligned_iou,
+               "nwd": functools.partial(aligned_nwd, constant=nwd_constant, eps=0.0)}[iou_type]
     with torch.no_grad():
         return _assign(
             priors, targets, batch_size, pred_boxes.detach().to(dtype), pred_scores.detach(), topk, alpha, beta, eps,
-            iou_type, stal_min_size, stal_size, topk2,
+            overlap, stal_min_size, stal_size, topk2,
         )
 
 
@@ -227,7 +238,7 @@ def _assign(
     alpha: float,
     beta: float,
     eps: float,
-    iou_type: str,
+    overlap: Callable[[Tensor, Tensor], Tensor],
     stal_min_size: float | None,
     stal_size: float | None,
     topk2: int | None,
@@ -253,8 +264,7 @@ def _assign(
     b = flat // (num_gts * num_priors)  # (K,)
     g = flat // num_priors % num_gts
     p = flat % num_priors
-    iou_fn = aligned_ciou if iou_type == "ciou" else aligned_iou
-    pair_iou = iou_fn(pred_boxes[b, p], gt_boxes[b, g]).clamp_(min=0)  # (K,)
+    pair_iou = overlap(pred_boxes[b, p], gt_boxes[b, g]).clamp_(min=0)  # (K,) IoU, CIoU or NWD
     pair_score = pred_scores[b, p, padded.labels[b, g]].to(dtype)  # (K,)
     pair_metric = pair_score.pow(alpha) * pair_iou.pow(beta)  # (K,)
     del b, g, p, pair_score
@@ -331,8 +341,10 @@ class TaskAlignedAssigner:
         stal_size: float | None = None,
         topk2: int | None = None,
         weight_by_score: bool = True,
+        nwd_constant: float = NWD_CONSTANT,
     ):
         _check_parameters("TaskAlignedAssigner", topk, alpha, beta, eps, iou_type, stal_min_size, stal_size, topk2)
+        check_nwd_constant(nwd_constant, "TaskAlignedAssigner")
         self.topk = topk
         self.alpha = alpha
         self.beta = beta
@@ -342,6 +354,7 @@ class TaskAlignedAssigner:
         self.stal_size = stal_size
         self.topk2 = topk2
         self.weight_by_score = bool(weight_by_score)
+        self.nwd_constant = nwd_constant
 
     def __call__(
         self, priors: Priors, targets: Tensor, batch_size: int, pred: Predictions | None = None
@@ -354,7 +367,7 @@ class TaskAlignedAssigner:
         assignment = assign_tal(
             priors, targets, batch_size, pred.boxes, pred.scores, topk=self.topk, alpha=self.alpha, beta=self.beta,
             eps=self.eps, iou_type=self.iou_type, stal_min_size=self.stal_min_size, stal_size=self.stal_size,
-            topk2=self.topk2,
+            topk2=self.topk2, nwd_constant=self.nwd_constant,
         )
         if self.weight_by_score:
             assignment.weight = assignment.score
@@ -364,5 +377,6 @@ class TaskAlignedAssigner:
         return (
             f"TaskAlignedAssigner(topk={self.topk}, alpha={self.alpha}, beta={self.beta}, eps={self.eps}, "
             f"iou_type={self.iou_type!r}, stal_min_size={self.stal_min_size}, stal_size={self.stal_size}, "
-            f"topk2={self.topk2}, weight_by_score={self.weight_by_score})"
+            f"topk2={self.topk2}, weight_by_score={self.weight_by_score}"
+            f"{f', nwd_constant={self.nwd_constant}' if self.iou_type == 'nwd' else ''})"
         )

@@ -78,12 +78,18 @@ class EvalConfig:
     conf_thres: float = _opt(0.001, check=_in_range(0.0, 1.0))
     """Drop detections scoring below this before NMS."""
     iou_thres: float = _opt(0.6, check=_in_range(0.0, 1.0, lo_open=True))
-    """NMS IoU threshold."""
+    """NMS threshold: a box is suppressed when its similarity (IoU, DIoU or NWD, see ``nms``) to a kept, higher-scored
+    box of its class exceeds it."""
     max_det: int = _opt(300, check=_in_range(1))
     """Keep at most this many detections per image."""
-    nms: str = _opt("iou", choices=("iou", "diou", "none", "peaks"))
-    """Suppression criterion: plain IoU, DIoU (IoU minus normalised centre distance), none (NMS-free heads: the
-    ``max_det`` best-scoring candidates), or peaks (CenterNet: local maxima of each class map, one level)."""
+    nms: str = _opt("iou", choices=("iou", "diou", "nwd", "none", "peaks"))
+    """Suppression criterion: plain IoU, DIoU (IoU minus normalised centre distance), nwd (normalized Wasserstein
+    distance ``exp(-W_2 / nwd_constant)``, for tiny objects; ``iou_thres`` is then an NWD threshold), none (NMS-free
+    heads: the ``max_det`` best-scoring candidates), or peaks (CenterNet: local maxima of each class map, one
+    level)."""
+    nwd_constant: float = _opt(12.8, check=_in_range(0.0, lo_open=True))
+    """NWD's constant ``C`` in pixels of the network input, used by ``nms: nwd``: 12.8, the mean object size of
+    AI-TOD (Wang et al. 2021); set it near the mean object size of the dataset."""
     variance_voting: bool = _opt(False)
     """Refine kept boxes by variance voting over their overlapping neighbours; needs ``model.box_uncertainty``."""
     batch_size: int = _opt(32, check=_in_range(1))

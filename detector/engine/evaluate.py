@@ -53,6 +53,7 @@ def predict(model: nn.Module, coder, images: Tensor, eval_cfg) -> list[Tensor]:
         method=eval_cfg.nms,
         box_log_var=log_var,
         variance_voting=eval_cfg.variance_voting,
+        nwd_constant=eval_cfg.nwd_constant,
     )
 
 

@@ -25,6 +25,7 @@ from detector.ops.boxes import (
     enclosing_wh,
     iou_and_union,
     aligned_iou,
+    aligned_nwd,
 )
 
 
@@ -147,17 +148,13 @@ def nwd_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: floa
     assigned to it do. The paper sets C to the dataset's mean object size (12.8 px on AI-TOD); the default 1.6 is
     those 12.8 px on the stride-8 level where tiny objects land. A loss is ``1 - e^-1 = 0.63`` at ``W_2 = C``.
 
-    pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 1)``.
+    pred, target (Tensor[N, 4]) xyxy -> Tensor[N] in ``[0, 1)``. The similarity is
+    :func:`detector.ops.boxes.aligned_nwd` (its pairwise form :func:`detector.ops.boxes.box_nwd` serves NMS and
+    the assigners, in pixels, with ``C = 12.8`` px).
     """
     if constant <= 0:
         raise ValueError(f"nwd constant must be > 0; got {constant}")
-    centre_b, size_b = _centre_size(pred)  # (N, 2) each
-    centre_t, size_t = _centre_size(target)
-    diff = torch.cat((centre_b - centre_t, (size_b - size_t) / 2), -1)  # (N, 4)
-    with torch.no_grad():  # hypot without overflow: sqrt(|d|^2 + eps^2) = m sqrt(|d / m|^2 + (eps / m)^2)
-        m = diff.abs().amax(-1).clamp(min=eps)  # (N,)
-    w2 = m * ((diff / m[..., None]).pow(2).sum(-1) + (eps / m).pow(2)).sqrt()  # (N,)
-    return reduce_loss(1 - torch.exp(-w2 / constant), reduction)
+    return reduce_loss(1 - aligned_nwd(pred, target, constant, eps), reduction)
 
 
 def ciou_mmdet_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7) -> Tensor:

@@ -28,6 +28,14 @@ scale-invariant ``f``, ``f(x) = g(x / s)`` for any constant ``s``). In that fram
 the coordinates, and ``eps`` is relative to the size of the pair rather than to the pixel unit. Denominators carry
 ``eps``, CIoU's aspect term uses ``atan(w / (h + eps))`` with ``w, h`` clamped at 0, so identical, disjoint,
 zero-width, far-apart and huge boxes all give finite values and finite gradients.
+
+NWD, the normalized Gaussian Wasserstein distance (Wang et al. 2021, arXiv 2110.13389), is the one similarity here
+that is not an IoU: each box is the 2-D Gaussian ``N((cx, cy), diag(w^2, h^2) / 4)``, the 2-Wasserstein distance
+of two such Gaussians is ``W_2 = ||(cx, cy, w/2, h/2) - (cx', cy', w'/2, h'/2)||``, and ``NWD = exp(-W_2 / C)``
+with ``C`` a constant in the unit of the boxes. It is absolute, not scale-invariant (no enclosing-box frame), and
+it does not drop to 0 for disjoint boxes: two 2 x 2 boxes 3 px apart have IoU 0 but NWD ``exp(-3 / C)``. Both
+shapes exist: :func:`aligned_nwd` (the NWD loss is ``1 - aligned_nwd``) and the pairwise :func:`box_nwd`
+(assigners, NMS).
 """
 from __future__ import annotations
 
@@ -35,6 +43,11 @@ import math
 
 import torch
 from torch import Tensor
+
+NWD_CONSTANT = 12.8
+"""NWD's default ``C`` in pixels: the mean object size of AI-TOD, the paper's value and its code's default. Used where
+boxes are pixels (NMS, assigners); the NWD loss works in grid cells and takes ``C = 12.8 / 8 = 1.6`` cells there
+(the same 12.8 px on the stride-8 level)."""
 
 
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
@@ -200,3 +213,68 @@ def aligned_eiou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     wh_delta = (b1[..., 2:] - b1[..., :2]) - (b2[..., 2:] - b2[..., :2])  # (..., 2)
     side = (wh_delta.pow(2) / (enclosing.pow(2) + eps)).sum(-1)
     return iou - distance - side
+
+
+def gaussian_params(boxes: Tensor) -> Tensor:
+    """NWD's Gaussian of a box, as the vector ``(cx, cy, w / 2, h / 2)``: ``W_2`` is the distance between two.
+
+    boxes (Tensor[..., 4]) xyxy -> Tensor[..., 4]; a negative width or height counts as 0.
+    """
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (..., 2)
+    half_size = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0) / 2  # (..., 2)
+    return torch.cat((centre, half_size), -1)
+
+
+def aligned_nwd(boxes1: Tensor, boxes2: Tensor, constant: float = NWD_CONSTANT, eps: float = 1e-7) -> Tensor:
+    """Normalized Gaussian Wasserstein distance of aligned pairs: ``exp(-sqrt(W_2^2 + eps^2) / C)``.
+
+    ``W_2 = ||(cx, cy, w/2, h/2) - (cx', cy', w'/2, h'/2)||`` (see the module docstring). ``eps`` keeps the
+    gradient finite for identical boxes (the value there is ``exp(-eps / C)``, 1 for ``eps = 0``). The norm is
+    taken as ``m * ||d / m||`` with ``m = max |d_i|`` (no gradient through ``m``), so no raw coordinate is
+    squared: boxes ``1e30`` apart give 0 with finite gradients.
+
+    Args:
+        boxes1, boxes2 (Tensor[..., 4]): float xyxy boxes, broadcastable (``aligned_nwd(a[:, None], b[None])`` is
+            the pairwise ``[N, M]``; :func:`box_nwd` computes it with less memory).
+        constant: ``C > 0``, in the unit of the boxes; ``NWD = 1 / e`` at ``W_2 = C``.
+        eps: ``>= 0``, in the unit of the boxes.
+
+    Returns:
+        Tensor[...]: NWD in ``(0, 1]`` (0 only by underflow), 1 for identical boxes when ``eps = 0``.
+    """
+    diff = gaussian_params(boxes1) - gaussian_params(boxes2)  # (..., 4) (dcx, dcy, dw / 2, dh / 2)
+    with torch.no_grad():
+        m = diff.abs().amax(-1).clamp(min=max(eps, torch.finfo(diff.dtype).tiny))  # (...,)
+    w2 = m * ((diff / m[..., None]).pow(2).sum(-1) + (eps / m).pow(2)).sqrt()  # (...,)
+    return torch.exp(-w2 / constant)
+
+
+def box_nwd(boxes1: Tensor, boxes2: Tensor, constant: float = NWD_CONSTANT, eps: float = 0.0) -> Tensor:
+    """Pairwise normalized Gaussian Wasserstein distance, ``exp(-sqrt(W_2^2 + eps^2) / C)``.
+
+    The same value as :func:`aligned_nwd` on every pair (``box_nwd(a, b).diagonal() == aligned_nwd(a, b)`` for
+    equal-length sets, up to rounding), computed as a Euclidean distance between the ``(cx, cy, w/2, h/2)`` rows
+    (``torch.cdist``, without its matrix-product shortcut, which loses digits for near-identical boxes): the only
+    ``[N, M]`` tensors are the distance and the result. Meant for assignment and NMS, which need no gradient.
+
+    Worked example (``C = 12.8``): ``(0, 0, 4, 4)`` against itself: ``W_2 = 0``, NWD 1; against
+    ``(5, 0, 9, 4)`` (IoU 0, a 1 px gap): ``W_2 = 5``, NWD ``exp(-5 / 12.8) = 0.6766``.
+
+    Args:
+        boxes1 (Tensor[N, 4]): float xyxy boxes.
+        boxes2 (Tensor[M, 4]): float xyxy boxes, same unit as ``boxes1``.
+        constant: ``C > 0``, in the unit of the boxes (default the paper's 12.8 px).
+        eps: ``>= 0``; as in :func:`aligned_nwd` (pass the loss's ``eps`` to reproduce ``1 - nwd_loss``).
+
+    Returns:
+        Tensor[N, M]: ``nwd[i, j]`` in ``(0, 1]``, 1 for identical boxes when ``eps = 0``.
+    """
+    dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+    gauss1 = gaussian_params(boxes1.to(dtype))  # (N, 4) (cx, cy, w/2, h/2)
+    gauss2 = gaussian_params(boxes2.to(dtype))  # (M, 4)
+    if gauss1.shape[0] == 0 or gauss2.shape[0] == 0:
+        return gauss1.new_zeros(gauss1.shape[0], gauss2.shape[0])
+    w2 = torch.cdist(gauss1, gauss2, compute_mode="donot_use_mm_for_euclid_dist")  # (N, M)
+    if eps:
+        w2 = torch.hypot(w2, torch.tensor(eps, dtype=w2.dtype, device=w2.device))
+    return torch.exp(-w2 / constant)

@@ -1,4 +1,4 @@
-"""Post-processing: scores -> confidence filter -> top-k -> class-aware NMS (IoU or DIoU) -> max_det.
+"""Post-processing: scores -> confidence filter -> top-k -> class-aware NMS (IoU, DIoU or NWD) -> max_det.
 
 Letters (see :mod:`detector.structures`): B images, P priors, C classes; K candidates (prior, class) pairs that
 pass the confidence filter, over the whole batch; D detections kept.
@@ -7,7 +7,7 @@ Class awareness works on a *group* key ``image * C + class``: two candidates can
 other only when they share image and class, so the whole batch goes through NMS at once, without a loop over
 images.
 
-``method="iou"`` uses :func:`torchvision.ops.batched_nms`. ``method="diou"`` uses :func:`greedy_nms`, an exact
+``method="iou"`` uses :func:`torchvision.ops.batched_nms`. ``"diou"`` and ``"nwd"`` use :func:`greedy_nms`, an exact
 greedy NMS (it keeps exactly what the classic loop keeps) written with tensor operations: candidates are taken in
 blocks in score order; each block is first suppressed by the boxes already kept, then resolved inside itself by
 Cluster-NMS (Zheng et al., "Enhancing Geometric Factors in Model Learning and Inference for Object Detection and
@@ -15,7 +15,10 @@ Instance Segmentation", 2021): iterate ``keep_i = alive_i and not any_{j<i}(keep
 changing. ``keep_i`` depends only on earlier entries, so the iteration reaches the greedy answer after at most as
 many rounds as the longest chain of suppressions (usually 2 or 3). DIoU-NMS (Zheng et al., "Distance-IoU Loss",
 AAAI 2020) suppresses when ``IoU - rho^2 / c^2 > threshold``: two overlapping boxes with distant centres are
-likely two objects, so they survive where plain NMS would drop one.
+likely two objects, so they survive where plain NMS would drop one. NWD-NMS (Wang et al., "A Normalized Gaussian
+Wasserstein Distance for Tiny Object Detection", 2021) suppresses when ``exp(-W_2 / C) > threshold``
+(:func:`detector.ops.boxes.box_nwd`, ``C`` in pixels, 12.8 by default): two tiny boxes a few pixels apart, whose
+IoU is 0 or jumps with a one-pixel shift, are compared by their distance instead.
 
 Variance voting, :func:`variance_vote` (He et al., "Bounding Box Regression with Uncertainty for Accurate Object
 Detection", CVPR 2019), refines each kept box with the boxes of its group that overlap it (IoU > 0, suppressed
@@ -24,13 +27,15 @@ the predicted variance of that coordinate.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torchvision
 from torch import Tensor
 
-from detector.ops.boxes import aligned_diou, aligned_iou, box_iou
+from detector.ops.boxes import NWD_CONSTANT, aligned_diou, aligned_iou, box_iou, box_nwd
 
-NMS_METHODS = ("iou", "diou")
+NMS_METHODS = ("iou", "diou", "nwd")
 
 
 def _rank_within_groups(sorted_keys: Tensor, num_groups: int) -> Tensor:
@@ -62,18 +67,23 @@ def top_k_per_image(batch_index: Tensor, scores: Tensor, k: int, batch_size: int
     return order[rank < k]
 
 
+def _pairwise_similarity(boxes_a: Tensor, boxes_b: Tensor, method: str, eps: float, nwd_constant: float) -> Tensor:
+    """Tensor[Ka, 4], Tensor[Kb, 4] xyxy -> Tensor[Ka, Kb]: IoU (``"iou"``), DIoU (``"diou"``) or NWD (``"nwd"``)."""
+    if method == "iou":
+        return box_iou(boxes_a, boxes_b, eps)
+    if method == "nwd":
+        return box_nwd(boxes_a, boxes_b, nwd_constant)
+    return aligned_diou(boxes_a[:, None, :], boxes_b[None, :, :], eps)  # (Ka, Kb)
+
+
 def _suppression_matrix(
-    boxes_a: Tensor, groups_a: Tensor, boxes_b: Tensor, groups_b: Tensor, threshold: float, method: str, eps: float
+    boxes_a: Tensor, groups_a: Tensor, boxes_b: Tensor, groups_b: Tensor, threshold: float, similarity
 ) -> Tensor:
     """Tensor[Ka, 4], Tensor[Ka], Tensor[Kb, 4], Tensor[Kb] -> Tensor[Ka, Kb] bool: ``a`` would suppress ``b``.
 
-    Same group and similarity above ``threshold``; similarity is IoU (``"iou"``) or DIoU (``"diou"``).
+    Same group and ``similarity(boxes_a, boxes_b)`` (Tensor[Ka, Kb]) above ``threshold``.
     """
-    if method == "iou":
-        similarity = box_iou(boxes_a, boxes_b, eps)
-    else:
-        similarity = aligned_diou(boxes_a[:, None, :], boxes_b[None, :, :], eps)  # (Ka, Kb)
-    return (similarity > threshold) & (groups_a[:, None] == groups_b[None, :])
+    return (similarity(boxes_a, boxes_b) > threshold) & (groups_a[:, None] == groups_b[None, :])
 
 
 def _resolve_block(suppress: Tensor, alive: Tensor) -> Tensor:
@@ -109,8 +119,9 @@ def greedy_nms(
     max_per_image: int | None = None,
     block_size: int = 512,
     eps: float = 1e-7,
+    nwd_constant: float = NWD_CONSTANT,
 ) -> Tensor:
-    """Exact greedy class-aware NMS with an IoU or DIoU criterion, vectorised by blocks.
+    """Exact greedy class-aware NMS with an IoU, DIoU or NWD criterion, vectorised by blocks.
 
     Keeps the same boxes as :func:`torchvision.ops.batched_nms` with ``method="iou"`` (up to score ties).
 
@@ -119,17 +130,21 @@ def greedy_nms(
         scores (Tensor[K]): higher first.
         groups (Tensor[K] long): boxes interact only inside a group (image * C + class).
         threshold: suppress a box when its similarity to a kept, higher-scored box of its group is ``> threshold``.
-        method: ``"iou"`` or ``"diou"`` (similarity ``IoU - rho^2 / c^2``).
+        method: ``"iou"``, ``"diou"`` (similarity ``IoU - rho^2 / c^2``) or ``"nwd"`` (``exp(-W_2 / C)``).
         batch_index (Tensor[K] long) and max_per_image: optional early stop; once an image has ``max_per_image``
             kept boxes its remaining candidates are dropped (they could not make the top ``max_per_image``).
         block_size: candidates resolved at once; memory is ``O(block_size * (block_size + kept))``.
         eps: passed to the IoU family.
+        nwd_constant: NWD's ``C`` (> 0) in the unit of the boxes, for ``method="nwd"``.
 
     Returns:
         Tensor[D] long: indices of the kept boxes, by decreasing score.
     """
     if method not in NMS_METHODS:
         raise ValueError(f"NMS method must be one of {NMS_METHODS}; got {method!r}")
+    if not nwd_constant > 0:
+        raise ValueError(f"nwd_constant (eval.nwd_constant) must be > 0 pixels (the paper: 12.8); got {nwd_constant}")
+    similarity = functools.partial(_pairwise_similarity, method=method, eps=eps, nwd_constant=nwd_constant)
     if (batch_index is None) != (max_per_image is None):
         raise ValueError("greedy_nms needs both batch_index and max_per_image, or neither")
     order = torch.argsort(scores, descending=True, stable=True)
@@ -149,9 +164,9 @@ def greedy_nms(
             if index.numel() == 0:
                 continue
         block_boxes, block_groups = boxes[index], groups[index]
-        earlier = _suppression_matrix(kept_boxes, kept_groups, block_boxes, block_groups, threshold, method, eps)
+        earlier = _suppression_matrix(kept_boxes, kept_groups, block_boxes, block_groups, threshold, similarity)
         alive = ~earlier.any(0)  # (L,)
-        inside = _suppression_matrix(block_boxes, block_groups, block_boxes, block_groups, threshold, method, eps)
+        inside = _suppression_matrix(block_boxes, block_groups, block_boxes, block_groups, threshold, similarity)
         keep = _resolve_block(inside, alive)
         kept_index.append(index[keep])
         kept_boxes = torch.cat((kept_boxes, block_boxes[keep]))
@@ -266,6 +281,7 @@ def postprocess_scores(
     box_log_var: Tensor | None = None,
     variance_voting: bool = False,
     voting_sigma: float = 0.02,
+    nwd_constant: float = NWD_CONSTANT,
 ) -> list[Tensor]:
     """Decoded boxes and per-class probabilities -> detections per image.
 
@@ -273,15 +289,17 @@ def postprocess_scores(
         boxes (Tensor[B, P, 4]): decoded xyxy boxes (pixels of the network input).
         scores (Tensor[B, P, C]): per-class probabilities (``detection_scores``: scored as the head was trained).
         conf_thres: candidates need a score ``> conf_thres``.
-        iou_thres: NMS threshold (on IoU, or on DIoU for ``method="diou"``).
+        iou_thres: NMS threshold (on IoU, on DIoU for ``method="diou"``, on NWD for ``method="nwd"``).
         max_det: detections kept per image.
         multi_label: every class above ``conf_thres`` of a prior is a candidate; False: only its best class.
-        method: ``"iou"`` (torchvision), ``"diou"`` (:func:`greedy_nms`) or ``"none"``: no suppression, the
-            ``max_det`` highest-scoring (prior, class) candidates (a one-to-one head, YOLOv10's post-processing).
+        method: ``"iou"`` (torchvision), ``"diou"`` or ``"nwd"`` (:func:`greedy_nms`) or ``"none"``: no
+            suppression, the ``max_det`` highest-scoring (prior, class) candidates (a one-to-one head, YOLOv10's
+            post-processing).
         max_candidates: candidates per image entering NMS (the highest scores).
         box_log_var (Tensor[B, P, 4] | None): predicted ``ln sigma^2`` per coordinate; needed for voting.
         variance_voting: refine kept boxes by variance voting (He et al. 2019).
         voting_sigma: ``sigma_t`` of variance voting.
+        nwd_constant: NWD's ``C`` in pixels of the network input (``eval.nwd_constant``), for ``method="nwd"``.
 
     Returns:
         list of B Tensor[D_b, 6]: rows ``(x1, y1, x2, y2, score, class)`` by decreasing score, in ``boxes``'s
@@ -306,7 +324,8 @@ def postprocess_scores(
     elif method == "iou":
         keep = torchvision.ops.batched_nms(cand_boxes, score, groups, iou_thres)
     else:
-        keep = greedy_nms(cand_boxes, score, groups, iou_thres, method="diou", batch_index=b, max_per_image=max_det)
+        keep = greedy_nms(cand_boxes, score, groups, iou_thres, method=method, batch_index=b, max_per_image=max_det,
+                          nwd_constant=nwd_constant)
     keep = keep[top_k_per_image(b[keep], score[keep], max_det, batch_size)]  # (D,) image-major
 
     kept_boxes = cand_boxes[keep]
