@@ -1,7 +1,8 @@
 """Label assigners: ``assigner(priors, targets, batch_size, pred=None) -> Assignment``.
 
-One file per assigner (``common.py`` holds the interface and the padded ground-truth layout they share); every
-assigner returns :class:`detector.structures.Assignment`. The config names are the keys of
+One file per assigner (``common.py`` holds the interface and the padded ground-truth layout they share;
+``matcher.py``, ``tal_steps.py`` and ``simota_steps.py`` the pure steps that ``max_iou.py``, ``tal.py`` and
+``simota.py`` run); every assigner returns :class:`detector.structures.Assignment`. The config names are the keys of
 ``detector.build.ASSIGNERS``.
 """
 from detector.assigners.atss import ATSSAssigner, assign_atss
