@@ -5,6 +5,7 @@
   losses of :mod:`detector.losses.ranking`).
 * :mod:`detector.losses.spec`: config entry -> :class:`LossSpec` (name, function, bound parameters).
 * :mod:`detector.losses.criterion`: :class:`DetectionCriterion`, assigner + coder + weighted terms.
+* :mod:`detector.losses.terms`: the criterion's terms as functions of the positive pairs, and their helpers.
 """
 from detector.losses.box import BOX
 from detector.losses.classification import CLS

@@ -6,10 +6,11 @@ One call::
       -> [coder.decode + detection_scores, detached]   only when the assigner reads predictions
       -> assigner(priors, targets, B, pred)             Assignment: M positive (image, prior, gt) pairs (+ masks)
       -> [sampler(assignment, B, P, prior_loss)]        negatives to use (RPN 1:1 random, SSD hard negatives)
-      -> terms {name: unweighted scalar}                each a small method below, reduced by the recipe
+      -> terms {name: unweighted scalar}                each a small function, reduced by the recipe
       -> {"l<name>": weight * term, ..., "loss": recipe.total(...)}
 
-The terms (DETR's ``SetCriterion`` shape: a map from name to a method, weights in a separate dict):
+The terms (DETR's ``SetCriterion`` shape: a map from name to a method, weights in a separate dict; the
+methods pass this criterion's settings to the functions of :mod:`detector.losses.terms`):
 
 * ``box``: ``box_loss(pred, target)`` on the positive pairs, with ``Assignment.weight`` as pair weights. With
   ``box_space="decoded"`` both are xyxy boxes divided by the prior's stride (grid units; only the M positive
@@ -41,46 +42,24 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from detector.assigners.fcos import fcos_centerness
 from detector.errors import ConfigError
 from detector.losses.classification import ce_loss
-from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.recipes import Normalizers, YOLOv5Reduction, sum_of_level_means
 from detector.losses.spec import LossSpec, parse_box_loss, parse_cls_loss
 from detector.losses.stateful import StatefulLoss
-from detector.ops.boxes import aligned_ciou, aligned_iou
-from detector.ops.rows import gather_rows
+from detector.losses.terms import (  # noqa: F401 (is_ranking_loss re-exported)
+    Pairs, background_loss, cls_term, dfl_term, gather_pairs, is_ranking_loss, kept_priors, obj_term, pair_box_term,
+    quality_term,
+)
 from detector.structures import Assignment, HeadOutputs, Predictions
 
 OBJ_TARGETS = ("ciou", "iou", "one")
 CLS_TARGETS = ("assigner", "iou")
 BOX_SPACES = ("decoded", "encoded")
-_SIMILARITY = {"ciou": aligned_ciou, "iou": aligned_iou}
 
 __all__ = ["DetectionCriterion", "is_ranking_loss", "sum_of_level_means"]
-
-
-def is_ranking_loss(spec: LossSpec) -> bool:
-    """Whether ``spec`` ranks all its inputs and returns a scalar (``ap``, ``dr``) instead of per-element values."""
-    return spec.fn in (ap_loss, dr_loss)
-
-
-@dataclasses.dataclass
-class _Pairs:
-    """The positive pairs of one call, gathered once: M rows each."""
-
-    b: Tensor  # (M,) image
-    p: Tensor  # (M,) prior
-    g: Tensor  # (M,) targets row
-    level: Tensor  # (M,)
-    stride: Tensor  # (M, 1)
-    raw: Tensor  # (M, R) raw box regression
-    pred: Tensor  # (M, 4) decoded xyxy, grid units (divided by stride)
-    target: Tensor  # (M, 4) gt xyxy, grid units
-    gt_class: Tensor  # (M,) long
 
 
 class DetectionCriterion:
@@ -230,12 +209,13 @@ class DetectionCriterion:
                 pred = Predictions(boxes=self.coder.decode(detached.box, priors), outputs=detached)
         assignment = self.assigner(priors, targets, batch_size, pred)
         if self.sampler is not None:
-            prior_loss = self._background_loss(outputs, assignment) if self.sampler.needs_losses else None
+            prior_loss = (background_loss(outputs, obj_loss=self.obj_loss, cls_loss=self.cls_loss)
+                          if self.sampler.needs_losses else None)
             assignment = self.sampler(assignment, batch_size, num_priors, prior_loss)
         self.last_assignment = assignment
 
-        pairs = self._gather(outputs, targets, assignment)
-        keep = self._kept_priors(assignment, batch_size, num_priors, outputs.box.device)  # (B, P)
+        pairs = gather_pairs(self.coder, outputs, targets, assignment)
+        keep = kept_priors(assignment, batch_size, num_priors, outputs.box.device)  # (B, P)
         reduce = self.count_reducer or (lambda t: t)
         counts = reduce(torch.stack((keep.new_tensor(float(pairs.b.numel()), dtype=outputs.box.dtype),
                                      keep.sum().to(outputs.box.dtype),
@@ -258,100 +238,33 @@ class DetectionCriterion:
         return result
 
     # ------------------------------------------------------------------------------------------ terms
-    def loss_box(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
+    # term name -> method: this criterion's settings given to a function of detector.losses.terms; a Tensor[] scalar
+    def loss_box(self, pairs: Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
         return self._pair_box_term(self.box_loss, pairs, outputs, assignment.weight, norm)
 
-    def loss_obj(self, pairs: _Pairs, outputs: HeadOutputs, keep: Tensor, norm: Normalizers) -> Tensor:
-        obj = outputs.obj  # (B, P)
-        with torch.no_grad():
-            if self.obj_target == "one":
-                value = torch.ones_like(pairs.pred[:, 0])  # (M,)
-            else:
-                value = _SIMILARITY[self.obj_target](pairs.pred, pairs.target).clamp(min=0)  # (M,)
-            tobj = obj.new_zeros(obj.numel()).scatter_reduce(
-                0, pairs.b * obj.shape[1] + pairs.p, value.to(obj.dtype), reduce="amax", include_self=True
-            ).view_as(obj)  # (B, P); a prior in several pairs keeps its highest value
-        offsets = outputs.priors.level_offsets
-        if is_ranking_loss(self.obj_loss):  # one ranking per level, each a normalised scalar
-            per_level = []
-            for lvl in range(outputs.priors.num_levels):
-                span = slice(offsets[lvl], offsets[lvl + 1])
-                kept = keep[:, span]
-                per_level.append(self.obj_loss(obj[:, span][kept], tobj[:, span][kept], reduction="none"))
-            return self.reduction.combine_levels(per_level, balance=True)
-        values = self.obj_loss(obj, tobj, reduction="none")  # (B, P)
-        return self.reduction.dense(values, keep, offsets, True, norm)
+    def loss_obj(self, pairs: Pairs, outputs: HeadOutputs, keep: Tensor, norm: Normalizers) -> Tensor:
+        return obj_term(pairs, outputs, keep, norm, loss=self.obj_loss, target=self.obj_target,
+                        reduction=self.reduction)
 
-    def _soft_score(self, pairs: _Pairs, assignment: Assignment) -> Tensor | None:
-        """Tensor[M] class target of each pair in [0, 1], or None for hard targets."""
-        if self.cls_target == "iou":
-            return aligned_iou(pairs.pred.detach(), pairs.target).clamp(min=0)
-        return assignment.score
-
-    def loss_cls(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, keep: Tensor,
+    def loss_cls(self, pairs: Pairs, outputs: HeadOutputs, assignment: Assignment, keep: Tensor,
                  norm: Normalizers) -> Tensor:
-        cls, num_classes = outputs.cls, outputs.num_classes  # (B, P, C) or (B, P, C + 1)
-        soft = self._soft_score(pairs, assignment)  # (M,) or None
-        pos_value, neg_value = 1.0 - 0.5 * self.label_smoothing, 0.5 * self.label_smoothing
-        if is_ranking_loss(self.cls_loss):
-            target = torch.zeros_like(cls)
-            target[pairs.b, pairs.p, pairs.gt_class] = 1.0  # (B, P, C) one-hot, multi-hot for a shared prior
-            return self.cls_loss(cls[keep], target[keep], reduction="none")
-        if outputs.background:  # softmax over C + 1: negatives learn the background channel
-            label = torch.full(cls.shape[:2], num_classes, dtype=torch.long, device=cls.device)  # (B, P)
-            label[pairs.b, pairs.p] = pairs.gt_class  # class indices: no (B, P, C + 1) one-hot is built
-            smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
-            if assignment.negative is None:
-                values = self.cls_loss(cls, label, reduction="none", **smoothing)  # (B, P)
-            else:  # a sampler kept a few priors (SSD: 3 negatives per positive): the softmax of those only
-                b, p = keep.nonzero(as_tuple=True)  # (N,) each
-                kept = self.cls_loss(cls[b, p], label[b, p], reduction="none", **smoothing)  # (N,)
-                values = kept.new_zeros(cls.shape[:2]).index_put((b, p), kept)  # (B, P), zero off the kept priors
-            return self.reduction.dense(values, keep, outputs.priors.level_offsets, False, norm)
-        if outputs.obj is not None:  # YOLO: negatives are the objectness term's; classes on the pairs
-            if num_classes == 1:  # YOLOv5 computes no class loss for a single class
-                return cls.sum() * 0
-            one_hot = F.one_hot(pairs.gt_class, num_classes).to(cls.dtype)  # (M, C)
-            if soft is not None:  # soft target at the class (YOLOX: one-hot x IoU)
-                one_hot = one_hot * soft.to(cls.dtype)[:, None]
-            target = one_hot * (pos_value - neg_value) + neg_value
-            rows = gather_rows(cls, pairs.b, pairs.p, outputs.sparse_row_grad)  # (M, C), a sparse gradient
-            per_pair = self.cls_loss(rows, target, reduction="none")  # (M, C)
-            return self.reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
-        dense = assignment.extras.get("heatmap")  # Tensor[B, P, C]: an assigner's own dense target (CenterNet)
-        if dense is not None:
-            values = self.cls_loss(cls, dense.to(device=cls.device, dtype=cls.dtype), reduction="none")  # (B, P, C)
-            return self.reduction.dense(values, keep, outputs.priors.level_offsets, False, norm)
-        score = torch.ones_like(pairs.pred[:, 0]) if soft is None else soft.to(cls.dtype)
-        target = torch.full_like(cls, neg_value)
-        target[pairs.b, pairs.p, pairs.gt_class] = score * (pos_value - neg_value) + neg_value  # (B, P, C)
-        values = self.cls_loss(cls, target, reduction="none")  # (B, P, C)
-        return self.reduction.dense(values, keep, outputs.priors.level_offsets, False, norm)
+        return cls_term(pairs, outputs, assignment, keep, norm, loss=self.cls_loss, reduction=self.reduction,
+                        label_smoothing=self.label_smoothing, cls_target=self.cls_target)
 
-    def loss_quality(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
-        if outputs.quality is None:
-            raise ConfigError("loss.weights.quality", "the head has no quality (centerness) branch; remove the weight "
-                                                      "or use a head with quality: true")
-        target = assignment.extras.get("centerness")
-        if target is None:  # FCOS's definition from the prior centre and the gt (ATSS trains the same branch)
-            centre = outputs.priors.centers[pairs.p] / pairs.stride  # (M, 2) grid units, like pairs.target
-            ltrb = torch.cat((centre - pairs.target[:, :2], pairs.target[:, 2:] - centre), 1).clamp(min=1e-6)  # (M, 4)
-            target = fcos_centerness(ltrb)  # (M,)
-        values = self.quality_loss(outputs.quality[pairs.b, pairs.p], target.to(outputs.quality.dtype),
-                                   reduction="none")  # (M,)
-        return self.reduction.pairs(values, pairs.level, outputs.priors.num_levels, None, norm)
+    def loss_quality(self, pairs: Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
+        return quality_term(pairs, outputs, assignment, norm, loss=self.quality_loss, reduction=self.reduction)
 
-    def loss_dfl(self, pairs: _Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
-        from detector.losses.dfl import distribution_focal_loss
+    def loss_dfl(self, pairs: Pairs, outputs: HeadOutputs, assignment: Assignment, norm: Normalizers) -> Tensor:
+        return dfl_term(pairs, outputs, assignment, norm, coder=self.coder, reduction=self.reduction)
 
-        bins = getattr(self.coder, "bins", None)
-        if bins is None:
-            raise ConfigError("loss.weights.dfl", f"needs a distribution coder (model.coder: dfl), got {self.coder!r}")
-        target = self.coder.encode_at(pairs.target * pairs.stride, outputs.priors, pairs.p)  # (M, 4) in bins
-        values = distribution_focal_loss(pairs.raw, target, reduction="none")  # (M,)
-        return self.reduction.pairs(values, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
+    def _pair_box_term(self, spec: LossSpec, pairs: Pairs, outputs: HeadOutputs, weight: Tensor | None,
+                       norm: Normalizers) -> Tensor:
+        """A box-style loss on the positive pairs; ``box`` on the coder's encodings with ``box_space="encoded"``."""
+        encoded = self.box_space == "encoded" and spec is self.box_loss
+        return pair_box_term(pairs, outputs, weight, norm, loss=spec, reduction=self.reduction,
+                             image_size=self.image_size, coder=self.coder if encoded else None)
 
-    # ------------------------------------------------------------------------------------------ parts
+    # ------------------------------------------------------------------------------------------ checks
     def _check(self, outputs: HeadOutputs) -> None:
         if outputs.num_classes != self.num_classes:
             raise ValueError(f"DetectionCriterion: the head predicts {outputs.num_classes} classes, the criterion "
@@ -366,52 +279,3 @@ class DetectionCriterion:
         if uses_var and outputs.box_log_var is None:
             raise ConfigError("model.box_uncertainty", f"loss {uses_var[0]!r} needs predicted box variances, but the "
                                                        "model has none; set model.box_uncertainty: true")
-
-    def _gather(self, outputs: HeadOutputs, targets: Tensor, assignment: Assignment) -> _Pairs:
-        """Index the positive pairs once; decode only their M boxes."""
-        priors = outputs.priors
-        b, p, g = assignment.batch_index, assignment.prior_index, assignment.gt_index
-        stride = priors.strides[p].to(outputs.box.dtype)[:, None]  # (M, 1)
-        raw = gather_rows(outputs.box, b, p, outputs.sparse_row_grad)  # (M, R); sparse gradient (detector.ops.rows)
-        pred = self.coder.decode_at(raw, priors, p) / stride  # (M, 4) grid units
-        return _Pairs(b=b, p=p, g=g, level=priors.level[p], stride=stride, raw=raw, pred=pred,
-                      target=targets[g, 2:6] / stride, gt_class=targets[g, 1].long())
-
-    @staticmethod
-    def _kept_priors(assignment: Assignment, batch_size: int, num_priors: int, device: torch.device) -> Tensor:
-        """Tensor[B, P] bool: priors that take part in dense (objectness / background) losses."""
-        keep = torch.ones(batch_size, num_priors, dtype=torch.bool, device=device)
-        if assignment.ignore is not None:
-            keep &= ~assignment.ignore.to(device)
-        if assignment.negative is not None:
-            chosen = assignment.negative.to(device).clone()
-            chosen[assignment.batch_index, assignment.prior_index] = True
-            keep &= chosen
-        return keep
-
-    @torch.no_grad()
-    def _background_loss(self, outputs: HeadOutputs, assignment: Assignment) -> Tensor:
-        """Tensor[B, P]: each prior's loss if it were a negative (what hard-negative mining ranks)."""
-        if outputs.background:  # CE against the background channel; classes on dim 1 (the head's (B, C, P) buffer)
-            return -F.log_softmax(outputs.cls.movedim(-1, 1), 1)[:, -1]  # (B, P); 3x faster than logsumexp here
-        if outputs.obj is not None:
-            return self.obj_loss(outputs.obj, torch.zeros_like(outputs.obj), reduction="none")
-        return self.cls_loss(outputs.cls, torch.zeros_like(outputs.cls), reduction="none").sum(-1)
-
-    def _pair_box_term(self, spec: LossSpec, pairs: _Pairs, outputs: HeadOutputs, weight: Tensor | None,
-                       norm: Normalizers) -> Tensor:
-        """A box-style loss on the positive pairs, reduced by the recipe: Tensor[] scalar."""
-        if self.box_space == "encoded" and spec is self.box_loss:
-            pred, target = pairs.raw, self.coder.encode_at(pairs.target * pairs.stride, outputs.priors, pairs.p)
-        else:
-            pred, target = pairs.pred, pairs.target
-        kwargs: dict[str, Any] = {}
-        if spec.accepts("pred_log_var"):
-            kwargs["pred_log_var"] = outputs.box_log_var[pairs.b, pairs.p]  # (M, 4), grid-cell units like the boxes
-        if spec.accepts("image_size"):
-            kwargs["image_size"] = self.image_size / pairs.stride[:, 0]  # (M,)
-        per_pair = spec(pred, target, reduction="none", **kwargs)  # (M,)
-        if per_pair.shape != pred.shape[:1]:
-            raise ValueError(f"box loss {spec.name!r} returned shape {tuple(per_pair.shape)}, expected "
-                             f"({pred.shape[0]},) with reduction='none'")
-        return self.reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, weight, norm)
