@@ -37,7 +37,7 @@ def torchrun(nproc: int, *args: str, out: Path) -> list[dict]:
            str(WORKER), args[0], str(out), *args[1:]]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(nproc)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(nproc)]
 
 
 # ---------------------------------------------------------------------------------------------- sampler, context
