@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from detector import build
 from detector.config import load_config
@@ -16,6 +15,7 @@ from detector.engine import trainer
 from detector.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, nonfinite_terms
 from detector.engine.optim import LRSchedule
 from detector.engine.trainer import read_history, train_one_epoch
+from tiny_model import Tiny  # noqa: E402 (tests/engine on sys.path, as for ddp_worker)
 
 TINY = ["data.max_images=4", "data.img_size=64", "data.workers=0", "train.batch_size=2", "train.nbs=2",
         "train.epochs=2", "eval.batch_size=4", "train.warmup_epochs=0"]
@@ -35,15 +35,6 @@ def test_guard_skips_up_to_max_bad_steps_in_a_row_then_stops(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"lobj=nan at epoch 1, batch 5.*3 non-finite step\(s\) in a row"):
         guard.check(nan, None, 0, 5)
     assert guard.skipped == 4
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(1))
-
-    def forward(self, images):
-        return SimpleNamespace(box=images.mean() * self.w, cls=None, obj=None, box_log_var=None)
 
 
 def _nan_at(bad: set[int]):
