@@ -74,7 +74,11 @@ def build_dataset(cfg: Config, split: str):
     from detector.config import resolve_dataset
     from detector.data import build_dataset as build_split
 
-    return build_split(str(resolve_dataset(cfg)), split, max_images=cfg.data.max_images)
+    dataset = build_split(str(resolve_dataset(cfg)), split, max_images=cfg.data.max_images)
+    if cfg.data.cache_images:
+        held = dataset.cache_images()
+        print(f"data.cache_images: {len(dataset)} {split} images decoded into memory ({held / 1e9:.2f} GB)")
+    return dataset
 
 
 def build_loader(cfg: Config, dataset, train: bool, epoch: int = 0, rank: int = 0, world_size: int = 1):

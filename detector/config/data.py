@@ -18,6 +18,10 @@ class DataConfig:
     """Use only the first n images of each split (quick experiments); None = all."""
     workers: int = _opt(2, check=_in_range(0))
     """DataLoader worker processes; 0 loads in the main process."""
+    cache_images: bool = _opt(False)
+    """Decode every image once and keep it in memory as uint8 (YOLOv5's ``--cache ram``): the sum of height x width
+    x 3 bytes over the training and validation images (BCCD 0.3 GB, COCO train2017 about 110 GB). Same pixels, same
+    results; saves the JPEG decode of every mosaic tile."""
     worker_timeout: float = _opt(600.0, check=_in_range(0.0, 1e6))
     """Seconds to wait for a worker's batch before stopping with an error naming this key (a worker stuck on a hung
     read or a deadlock); 0 waits forever. No effect with ``workers: 0``."""

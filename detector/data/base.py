@@ -181,6 +181,7 @@ class DetectionDataset(Dataset):
         if len(self.cat_ids) != len(self.names):
             raise ValueError(f"{len(self.cat_ids)} category ids for {len(self.names)} names")
         self.source = source
+        self._images: list[np.ndarray] | None = None  # decoded images, once cache_images() has run
 
     # --- sizes and lookup -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -205,12 +206,32 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
+        image = self._images[index] if self._images is not None else self.read_image(index)
+        return Sample(image=image, boxes=record.boxes.copy(), labels=record.labels.copy(),
+                      image_id=record.image_id, path=record.path)
+
+    def read_image(self, index: int) -> np.ndarray:
+        """Image ``index`` decoded from its file: ``ndarray[H, W, 3]`` uint8 RGB, EXIF orientation applied; a size
+        other than the annotations' raises DatasetError naming the file."""
+        record = self.records[index]
         image, orientation = read_image_oriented(record.path)
         if image.shape[:2] != (record.height, record.width):
             raise size_mismatch(record.path, image.shape[:2], orientation, (record.height, record.width),
                                 self.source)
-        return Sample(image=image, boxes=record.boxes.copy(), labels=record.labels.copy(),
-                      image_id=record.image_id, path=record.path)
+        return image
+
+    def cache_images(self) -> int:
+        """Decode every image once and keep it in memory (``data.cache_images``); returns the bytes held.
+
+        ``dataset[i]`` then returns the cached pixels (read-only; every transform makes new arrays), identical
+        to a read from disk. DataLoader workers started afterwards by ``fork`` share the cache copy-on-write.
+        """
+        if self._images is None:
+            images = [self.read_image(i) for i in range(len(self))]
+            for image in images:
+                image.flags.writeable = False  # a transform writing into a cached image would be a bug
+            self._images = images
+        return sum(image.nbytes for image in self._images)
 
     def subset(self, n: int) -> "DetectionDataset":
         """A shallow copy holding the first ``n`` images (all of them if ``n >= len(self)``)."""
@@ -218,6 +239,7 @@ class DetectionDataset(Dataset):
             raise ValueError(f"subset size must be >= 0, got {n}")
         other = copy.copy(self)
         other.records = self.records[:n]
+        other._images = self._images[:n] if self._images is not None else None
         return other
 
     # --- evaluation -------------------------------------------------------------------------

@@ -85,3 +85,22 @@ def test_seeded_sampler_orders_and_seeds():
     u = SeededSampler(4, False, torch.Generator().manual_seed(0))
     f1, f2 = list(u), list(u)
     assert [i for i, _ in f1] == [0, 1, 2, 3] and [s for _, s in f1] != [s for _, s in f2]
+
+
+def test_cached_images_give_the_same_batches(coco128):
+    """data.cache_images: a dataset whose images were decoded once into memory gives the same training and
+    validation batches, byte for byte, as one that reads every file (workers forked after the cache share it);
+    the cache holds H x W x 3 bytes per image and is read-only, so a transform writing into it would fail."""
+    import copy
+
+    disk = coco128.subset(8)
+    cached = copy.copy(disk)
+    held = cached.cache_images()
+    assert held == sum(r.height * r.width * 3 for r in disk.records)
+    assert cached[3].image.flags.writeable is False and np.array_equal(cached[3].image, disk[3].image)
+    for train, workers, mosaic in ((True, 2, 1.0), (True, 0, 0.0), (False, 0, 0.0)):
+        augment = AugmentConfig(mosaic=mosaic, flipud=0.5)
+        a, b = (next(iter(build_dataloader(ds, img_size=128, batch_size=8, train=train, augment=augment,
+                                           workers=workers, seed=3, shuffle=train))) for ds in (disk, cached))
+        assert _same(a, b), (train, workers, mosaic)
+    assert disk._images is None and cached.subset(2)._images is not None
