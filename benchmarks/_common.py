@@ -27,14 +27,30 @@ ROW_KEYS = ("figure", "configuration", "device", "date")
 
 
 def base_parser(doc: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark takes: --device, --threads, --set, --json, --smoke."""
+    """An argument parser with the options every benchmark takes: --device, --threads, --set, --json, --smoke,
+    --malloc."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON to PATH")
     p.add_argument("--smoke", action="store_true", help="a seconds-long run of the same code (CI): figures meaningless")
+    add_malloc_option(p)
     return p
+
+
+def add_malloc_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="CPU: keep freed memory in the process as a CPU training run does (train.keep_freed_memory, "
+                        "detector/engine/allocator.py), or glibc's defaults (default: keep)")
+
+
+def apply_malloc(args: argparse.Namespace, device: torch.device) -> None:
+    """--malloc keep on a CPU run: glibc keeps freed memory for the rest of this process (as ``fit`` does)."""
+    from detector.engine.allocator import NEVER_TRIM, set_malloc
+
+    if args.malloc == "keep" and device.type == "cpu":
+        set_malloc(0, NEVER_TRIM)
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -44,7 +60,9 @@ def setup(args: argparse.Namespace) -> torch.device:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    return select_device(args.device)
+    device = select_device(args.device)
+    apply_malloc(args, device)
+    return device
 
 
 def device_name(device: torch.device) -> str:

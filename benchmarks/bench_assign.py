@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from _common import row, write_json
+from _common import add_malloc_option, apply_malloc, row, write_json
 from detector import build
 from detector.config import load_config
 from detector.data.coco import letterboxed_coco_targets
@@ -34,6 +34,7 @@ def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes:
     cfg = load_config(name, [f"data.img_size={img}", "model.size=s"])
     model = build.build_model(cfg, num_classes)
     criterion = build.build_criterion(cfg, num_classes)
+    build.link_class_rows(model, criterion)  # as build_all does
     head, generator = model.head, model.prior_generator
     strides = model.strides
     shapes = [(img // s, img // s) for s in strides]
@@ -70,21 +71,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--img-size", type=int, default=640)
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON to PATH")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of the same code (CI)")
+    add_malloc_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.batch, args.repeat, args.img_size = [2], 1, 128
         args.presets = [p for p in args.presets if p in ("yolov5_ciou", "yolov8_tal")]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    apply_malloc(args, torch.device("cpu"))
     print(f"assignment + loss, forward + backward, s-size outputs at {args.img_size} px, {args.threads} thread(s), "
-          f"median of {args.repeat}")
+          f"median of {args.repeat}, malloc {args.malloc}")
     print("| preset | " + " | ".join(f"batch {b} (ms)" for b in args.batch) + " |")
     print("|---|" + "---:|" * len(args.batch))
     rows = []
     for name in args.presets:
         ms = {f"batch_{b}_ms": time_preset(name, b, args.repeat, args.img_size) for b in args.batch}
         print(f"| {name} | " + " | ".join(f"{v:,.0f}" for v in ms.values()) + " |", flush=True)
-        rows.append(row("assignment + loss", f"{name}, s outputs at {args.img_size} px", torch.device("cpu"), **ms))
+        rows.append(row("assignment + loss", f"{name}, s outputs at {args.img_size} px, malloc {args.malloc}",
+                        torch.device("cpu"), **ms))
     if args.json:
         write_json(rows, args.json, argv, __file__)
     return rows

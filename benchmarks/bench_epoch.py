@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     flags = ", ".join(f for f, on in (("amp", sp.amp), ("channels_last", sp.channels_last)) if on)
     config = (f"{args.preset} {args.size}, {args.dataset} train ({len(parts.train_dataset)} images), "
               f"{cfg.data.img_size} px, batch {tc.batch_size}, nbs {tc.nbs}, {cfg.data.workers} workers"
-              + (f", {flags}" if flags else "") + f"; median of {args.epochs} epochs")
+              + (f", {flags}" if flags else "")
+              + (f", malloc {args.malloc}" if device.type == "cpu" else "") + f"; median of {args.epochs} epochs")
     median = statistics.median(seconds)
     rows = [row("train epoch", config, device, seconds=median, images_per_s=len(parts.train_dataset) / median,
                 batches=len(parts.train_loader), per_epoch_s=" / ".join(f"{s:.2f}" for s in seconds))]

@@ -56,7 +56,8 @@ def bench_step(args, device: torch.device, size: str, img: int) -> dict:
     flags = ", ".join(f for f, on in (("amp", sp.amp), ("channels_last", sp.channels_last)) if on)
     config = (f"{args.preset} {size}, {img} px, batch {cfg.train.batch_size}, nbs {cfg.train.nbs}, "
               f"{args.source} batches" + (f", {args.workers} workers" if args.source == "loader" else "")
-              + (f", {flags}" if flags else "") + f"; {args.steps} steps after {args.warmup}")
+              + (f", {flags}" if flags else "")
+              + (f", malloc {args.malloc}" if device.type == "cpu" else "") + f"; {args.steps} steps after {args.warmup}")
     return row("train step", config, device,
                ms_per_step=1000 * seconds, images_per_s=cfg.train.batch_size / seconds,
                params=sum(p.numel() for p in parts.model.parameters()),

@@ -38,6 +38,15 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
                 head=head, point_priors=kind.point_priors, upsample=kind.upsample)
 
 
+def link_class_rows(model: nn.Module, criterion) -> None:
+    """Let ``model``'s head leave its class logits uncopied in training when ``criterion`` reads them only at its
+    positive pairs (``class_rows_only``; YOLO heads under the YOLOv5, v3 and v2 assigners): the forward copy of
+    C of the head's C + 5 channels is skipped, and losses and gradients are unchanged (tests/models/test_split.py)."""
+    head = getattr(model, "head", None)
+    if hasattr(head, "lazy_class_rows"):
+        head.lazy_class_rows = bool(getattr(criterion, "class_rows_only", False))
+
+
 def build_criterion(cfg: Config, num_classes: int) -> DetectionCriterion | DualAssignmentCriterion:
     """The criterion of ``cfg``; with a ``one_to_one`` section, one per head under its schedule."""
     check_parts(cfg)
@@ -161,9 +170,11 @@ def build_all(cfg: Config, device: torch.device, rank: int = 0, world_size: int 
     if list(val_ds.names) != list(train_ds.names):
         raise ConfigError("data.dataset", f"train and {cfg.eval.split} splits have different class names")
     model = build_model(cfg, num_classes).to(device)
+    criterion = build_criterion(cfg, num_classes)
+    link_class_rows(model, criterion)
     return Parts(
         model=model,
-        criterion=build_criterion(cfg, num_classes),
+        criterion=criterion,
         coder=build_coder(cfg),
         train_dataset=train_ds,
         val_dataset=val_ds,

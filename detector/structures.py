@@ -16,9 +16,12 @@ Collated targets are one flat tensor ``targets (Tensor[n, 6]) = (image_index, cl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from detector.ops.rows import gather_rows
 
 
 @dataclass
@@ -94,6 +97,9 @@ class HeadOutputs:
             :func:`detector.ops.rows.gather_rows` (True for heads flattened by
             :func:`~detector.models.heads.yolo.flatten_level_outputs`, whose backward writes such rows straight into
             the convolution's gradient); False: plain tensors, which get the usual dense gradient.
+        lazy_cls (LevelRows | None): in training, for a criterion that reads class logits only at its pairs, the
+            head's levels the rows are read from (:meth:`class_rows`); ``cls`` is then a NaN placeholder of the right
+            shape, never copied (:func:`~detector.models.heads.yolo.flatten_level_outputs`).
     """
 
     box: Tensor
@@ -105,6 +111,15 @@ class HeadOutputs:
     background: bool = False
     one_to_one: "HeadOutputs | None" = None
     sparse_row_grad: bool = False
+    lazy_cls: Any = None
+
+    def class_rows(self, b: Tensor, p: Tensor) -> Tensor:
+        """b, p (Tensor[M]) -> Tensor[M, C]: ``cls[b, p]`` in the dtype of ``box`` (float32 after
+        ``float32_outputs``), with the sparse gradient of ``sparse_row_grad``; read from the head's levels when
+        ``lazy_cls`` holds them (:class:`detector.models.heads.split.LevelRows`)."""
+        if self.lazy_cls is not None:
+            return self.lazy_cls.gather(b, p).to(self.box.dtype)
+        return gather_rows(self.cls, b, p, self.sparse_row_grad)
 
     @property
     def batch_size(self) -> int:

@@ -5,8 +5,10 @@ The interface (``docs/design.md``)::
     assigner(priors: Priors, targets: Tensor[n, 6], batch_size: int, pred: Predictions | None = None) -> Assignment
 
 An assigner class sets ``needs_predictions = True`` when it reads ``pred`` (the criterion then decodes every
-prior's box and scores, detached; otherwise it passes None and decodes only the positives), and
-``needs_anchors = True`` when it needs anchor priors (``priors.anchors`` not None).
+prior's box and scores, detached; otherwise it passes None and decodes only the positives), ``needs_scores =
+False`` when of ``pred`` it reads the boxes alone (the class logits may then stay uncopied:
+``DetectionCriterion.class_rows_only``), and ``needs_anchors = True`` when it needs anchor priors
+(``priors.anchors`` not None).
 
 Batch vectorisation: the flat ``targets`` rows are scattered into a padded ``(B, G)`` layout (``G`` the most
 boxes in one image), so pairwise prior-to-box quantities are ``(B, G, P)`` tensors computed at once for the

@@ -200,6 +200,7 @@ class YOLOv3Assigner:
     """
 
     needs_predictions = True
+    needs_scores = False  # the boxes of pred only
     needs_anchors = True
     name = "YOLOv3Assigner"
 

@@ -66,6 +66,10 @@ class TrainConfig:
     """Run directory name inside ``out_dir`` (a numeric suffix is added if it exists)."""
     deterministic: bool = _opt(True)
     """Ask torch for deterministic algorithms where available."""
+    keep_freed_memory: bool = _opt(True)
+    """On a CPU run under glibc (Linux): freed memory stays in the process instead of going back to the OS after
+    every large tensor, whose fresh pages otherwise fault in each step (3-4x on the loss path; see
+    ``detector/engine/allocator.py``). The process keeps its peak memory until the run ends."""
     sync_bn: bool = _opt(False)
     """Under ``torchrun``: batch-norm statistics over the whole batch of all ranks instead of each rank's share
     (torch's SyncBatchNorm on CUDA, :class:`detector.engine.distributed.GlobalBatchNorm` elsewhere)."""

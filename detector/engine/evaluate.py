@@ -25,6 +25,8 @@ from detector.structures import detection_scores
 def float32_outputs(outputs):
     """Loss terms and post-processing are computed in float32 even when the forward pass ran under autocast."""
     for name in ("box", "cls", "obj", "box_log_var", "quality"):
+        if name == "cls" and getattr(outputs, "lazy_cls", None) is not None:
+            continue  # a placeholder: the rows read through class_rows take box's dtype
         t = getattr(outputs, name, None)
         if t is not None and t.dtype != torch.float32:
             setattr(outputs, name, t.float())

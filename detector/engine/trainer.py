@@ -28,6 +28,7 @@ from detector.assigners.stats import assignment_stats, format_assignment_table
 from detector.config import Config, config_to_dict, save_config
 from detector.errors import ConfigError
 from detector.engine import distributed
+from detector.engine.allocator import keep_freed_memory
 from detector.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from detector.engine.distributed import DistContext, convert_sync_batchnorm, init_distributed, select_device  # noqa: F401
 from detector.engine.ema import ModelEMA, unwrap_model
@@ -178,7 +179,8 @@ def fit(
         raise ValueError("give resume (continue a run) or weights (start a new run from them), not both")
     dist_ctx, device, created_group = init_distributed(tc.device)
     try:
-        return _fit(cfg, dist_ctx, device, run_dir, resume, on_epoch_end, progress, weights)
+        with keep_freed_memory(tc.keep_freed_memory and device.type == "cpu"):  # detector/engine/allocator.py
+            return _fit(cfg, dist_ctx, device, run_dir, resume, on_epoch_end, progress, weights)
     finally:
         if created_group:
             torch.distributed.destroy_process_group()

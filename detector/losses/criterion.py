@@ -193,6 +193,17 @@ class DetectionCriterion:
         """The weight of each term after the recipe's scaling for ``num_levels`` levels."""
         return self.reduction.gains(self.weights, num_levels)
 
+    @property
+    def class_rows_only(self) -> bool:
+        """True when this criterion reads the class logits only at its positive pairs: a head with objectness
+        (negatives are the objectness term's), an assigner that does not read predicted scores (``needs_scores``,
+        True by default for one with ``needs_predictions``), no sampler, a non-ranking class loss. The head may then
+        leave them uncopied (:func:`detector.build.link_class_rows`)."""
+        reads_scores = getattr(self.assigner, "needs_predictions", False) and getattr(self.assigner, "needs_scores",
+                                                                                    True)
+        return (self.obj_loss is not None and not reads_scores and self.sampler is None
+                and not is_ranking_loss(self.cls_loss))
+
     # ------------------------------------------------------------------------------------------ call
     def __call__(self, outputs: HeadOutputs, targets: Tensor) -> dict[str, Tensor]:
         """outputs (HeadOutputs), targets (Tensor[n, 6]) -> {"lbox", "lcls", "lobj"?, ..., "loss"} scalars."""

@@ -172,13 +172,13 @@ def cls_term(pairs: Pairs, outputs: HeadOutputs, assignment: Assignment, keep: T
             values = kept.new_zeros(cls.shape[:2]).index_put((b, p), kept)  # (B, P), zero off the kept priors
         return reduction.dense(values, keep, outputs.priors.level_offsets, False, norm)
     if outputs.obj is not None:  # YOLO: negatives are the objectness term's; classes on the pairs
-        if num_classes == 1:  # YOLOv5 computes no class loss for a single class
-            return cls.sum() * 0
+        if num_classes == 1:  # YOLOv5 computes no class loss for a single class: a zero still on the graph
+            return outputs.class_rows(pairs.b[:0], pairs.p[:0]).sum()
         one_hot = F.one_hot(pairs.gt_class, num_classes).to(cls.dtype)  # (M, C)
         if soft is not None:  # soft target at the class (YOLOX: one-hot x IoU)
             one_hot = one_hot * soft.to(cls.dtype)[:, None]
         target = one_hot * (pos_value - neg_value) + neg_value
-        rows = gather_rows(cls, pairs.b, pairs.p, outputs.sparse_row_grad)  # (M, C), a sparse gradient
+        rows = outputs.class_rows(pairs.b, pairs.p)  # (M, C), a sparse gradient
         per_pair = loss(rows, target, reduction="none")  # (M, C)
         return reduction.pairs(per_pair, pairs.level, outputs.priors.num_levels, assignment.weight, norm)
     dense = assignment.extras.get("heatmap")  # Tensor[B, P, C]: an assigner's own dense target (CenterNet)

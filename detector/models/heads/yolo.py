@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from detector.models.heads.split import SplitChannels
+from detector.models.heads.split import LevelRows, SplitChannels
 from detector.structures import HeadOutputs, Priors
 
 NUM_LOG_VAR = 4
@@ -122,6 +122,8 @@ class YOLOv5Head(nn.Module):
         box_outputs: raw box values per prior, ``R`` (the coder's ``num_outputs``: 4, or ``4 * bins`` for DFL).
     """
 
+    lazy_class_rows = False  # class logits read only at the criterion's pairs (detector.build.link_class_rows)
+
     def __init__(
         self,
         in_channels: Sequence[int],
@@ -169,19 +171,24 @@ class YOLOv5Head(nn.Module):
         return out
 
     def flatten(self, levels: Sequence[Tensor], priors: Priors) -> HeadOutputs:
-        """Per-level outputs of :meth:`forward` -> HeadOutputs; see :func:`flatten_level_outputs`."""
-        return flatten_level_outputs(levels, priors, self.num_classes, layout=self.layout)
+        """Per-level outputs of :meth:`forward` -> HeadOutputs; see :func:`flatten_level_outputs` (class logits
+        left in place in training when ``lazy_class_rows``, set by :func:`detector.build.link_class_rows`)."""
+        return flatten_level_outputs(levels, priors, self.num_classes, layout=self.layout,
+                                     lazy_cls=self.lazy_class_rows and self.training)
 
 
 def flatten_level_outputs(
     levels: Sequence[Tensor], priors: Priors, num_classes: int, box_uncertainty: bool = False,
-    layout: ChannelLayout | None = None,
+    layout: ChannelLayout | None = None, lazy_cls: bool = False,
 ) -> HeadOutputs:
     """Concatenate per-level raw outputs into HeadOutputs in the flat prior order of ``priors``.
 
     Args:
         levels: per level Tensor[B, A, H, W, K] with ``K = layout.size`` (default: YOLOv5's layout).
         priors: priors whose ``level_shapes`` are the ``(A, H, W)`` of ``levels``.
+        lazy_cls: for a criterion that reads class logits only at its pairs (``class_rows_only``) and a head with
+            objectness: ``cls`` is not copied; ``HeadOutputs.class_rows`` reads the pairs' rows from the levels
+            (``cls`` itself is then a NaN placeholder of the right shape).
 
     Returns:
         HeadOutputs with ``box`` Tensor[B, P, R] raw, ``obj`` Tensor[B, P] logits (None without
@@ -206,7 +213,8 @@ def flatten_level_outputs(
         names.append("box_log_var"), slices.append(layout.log_var_slice)
     if layout.quality:
         names.append("quality"), slices.append(slice(k - 1, k))
-    parts = dict(zip(names, SplitChannels.apply(tuple(slices), *levels)))  # name -> (B, P, k)
+    lazy = tuple(lazy_cls and name == "cls" and layout.objectness and not layout.background for name in names)
+    parts = dict(zip(names, SplitChannels.apply(tuple(slices), lazy, *levels)))  # name -> (B, P, k)
     return HeadOutputs(
         box=parts["box"],  # (B, P, R)
         obj=parts["obj"][..., 0] if layout.objectness else None,  # (B, P)
@@ -216,4 +224,5 @@ def flatten_level_outputs(
         priors=priors,
         background=layout.background,
         sparse_row_grad=True,  # SplitChannels' backward takes the sparse rows of detector.ops.rows.gather_rows
+        lazy_cls=LevelRows(tuple(levels), layout.cls_slice, parts["cls"]) if any(lazy) else None,
     )
