@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from _common import add_malloc_option, apply_malloc, row, write_json
+from yolov5_loss import YOLOv5ComputeLoss, normalised_xywh
 from detector import build
 from detector.config import load_config
 from detector.data.coco import letterboxed_coco_targets
@@ -53,6 +54,28 @@ def time_preset(name: str, batch: int, repeat: int, img: int = 640, num_classes:
         for r in raw:
             r.grad = None
 
+    return median_ms(step, repeat)
+
+
+def time_yolov5_reference(batch: int, repeat: int, img: int = 640, num_classes: int = 80) -> float:
+    """The same measurement for YOLOv5's own ComputeLoss (re-derived in yolov5_loss.py, equal to the YOLOv5 preset's
+    loss and gradient): from the contiguous ``(B, A, H, W, K)`` tensors YOLOv5's Detect hands it, as the issue timed."""
+    cfg = load_config("yolov5_ciou", [f"data.img_size={img}", "model.size=s"])
+    anchors = torch.tensor(cfg.model.anchors, dtype=torch.float32).view(len(cfg.model.strides), -1, 2)
+    loss = YOLOv5ComputeLoss(anchors, cfg.model.strides, num_classes, img)
+    p = [(torch.randn(batch, anchors.shape[1], img // s, img // s, 5 + num_classes) * 0.5).requires_grad_()
+         for s in cfg.model.strides]
+    targets = normalised_xywh(letterboxed_coco_targets(COCO128_JSON, batch, img), img)
+
+    def step() -> None:
+        loss(p, targets)[0].sum().backward()
+        for t in p:
+            t.grad = None
+    return median_ms(step, repeat)
+
+
+def median_ms(step, repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``step`` after one untimed call, in ms."""
     step()  # warm-up
     times = []
     for _ in range(repeat):
@@ -68,6 +91,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--presets", nargs="+", default=PRESETS)
+    parser.add_argument("--no-yolov5", action="store_true",
+                        help="leave out the reference row: YOLOv5's own ComputeLoss (yolov5_loss.py)")
     parser.add_argument("--img-size", type=int, default=640)
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows as JSON to PATH")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of the same code (CI)")
@@ -84,6 +109,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("| preset | " + " | ".join(f"batch {b} (ms)" for b in args.batch) + " |")
     print("|---|" + "---:|" * len(args.batch))
     rows = []
+    if not args.no_yolov5:
+        ms = {f"batch_{b}_ms": time_yolov5_reference(b, args.repeat, args.img_size) for b in args.batch}
+        print("| YOLOv5's ComputeLoss (reference) | " + " | ".join(f"{v:,.0f}" for v in ms.values()) + " |", flush=True)
+        rows.append(row("assignment + loss", f"YOLOv5 ComputeLoss (benchmarks/yolov5_loss.py), s outputs at "
+                                             f"{args.img_size} px, malloc {args.malloc}", torch.device("cpu"), **ms))
     for name in args.presets:
         ms = {f"batch_{b}_ms": time_preset(name, b, args.repeat, args.img_size) for b in args.batch}
         print(f"| {name} | " + " | ".join(f"{v:,.0f}" for v in ms.values()) + " |", flush=True)

@@ -12,12 +12,13 @@
 #      at a time, until DEADLINE_ABLATE seconds after the start; its run folders come back without checkpoints,
 #      one archive per variant, and `tools/ablate.py --summary-only` rebuilds the report anywhere;
 #   3. issue 11: training throughput of the s model at 640 px, batch 64, AMP, from fixed batches and from the
-#      loader (16 workers, images cached in memory).
+#      loader (16 workers, images cached in memory), with the numpy (OpenCV in the workers) and the torch
+#      augmentation backends (pixels drawn on the GPU, data.augment_backend).
 # Out: gpu.txt (machine, versions, the tables), meta.tgz (bench JSON, logs, the ablation's own files),
 # ablate_<variant>.tgz. Record them in benchmarks/README.md, docs/benchmarks.md, docs/ablation.md.
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
-DEADLINE_ABLATE=${DEADLINE_ABLATE:-430}
+DEADLINE_ABLATE=${DEADLINE_ABLATE:-400}
 T0=$(date +%s)
 mkdir -p "$OUT" runs/logs
 export PYTHONUNBUFFERED=1
@@ -54,9 +55,10 @@ pkill -9 -f multiprocessing; pkill -9 -f tools/ablate.py; sleep 2   # run proces
 grep -E "finished|failed|skipped|^\|" runs/logs/ablate.log | tail -30
 
 echo "== 3. throughput $(( $(date +%s) - T0 )) s"
-for source in fixed loader; do
-  timeout 60 python3 benchmarks/bench_train.py --device cuda --sizes s --img-size 640 --batch-size 64 --source $source \
-    --workers 16 --steps 30 --warmup 8 --set data.cache_images=true --json runs/logs/train_gpu_$source.json \
-    2>&1 | tail -4 | tee -a "$OUT/gpu.txt"
+for run in "fixed numpy" "loader numpy" "loader torch"; do
+  set -- $run
+  timeout 60 python3 benchmarks/bench_train.py --device cuda --sizes s --img-size 640 --batch-size 64 --source $1 \
+    --workers 16 --steps 30 --warmup 8 --set data.cache_images=true data.augment_backend=$2 \
+    --json runs/logs/train_gpu_$1_$2.json 2>&1 | tail -4 | tee -a "$OUT/gpu.txt"
 done
 echo "== done $(( $(date +%s) - T0 )) s"

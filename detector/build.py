@@ -90,10 +90,12 @@ def build_dataset(cfg: Config, split: str):
     return dataset
 
 
-def build_loader(cfg: Config, dataset, train: bool, epoch: int = 0, rank: int = 0, world_size: int = 1):
+def build_loader(cfg: Config, dataset, train: bool, epoch: int = 0, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu"):
     """A training loader (augmented, shuffled, batch ``train.batch_size``) or an evaluation loader; under data
     parallelism this rank's slice of each batch (``world_size`` must divide ``train.batch_size``; an evaluation
-    batch is rounded up to a multiple of it)."""
+    batch is rounded up to a multiple of it). With ``data.augment_backend: torch`` a training loader's workers
+    plan each sample and its images are drawn on ``device`` (:class:`detector.data.render.RenderLoader`)."""
     from detector.data import AugmentConfig, build_dataloader
 
     if train and cfg.train.batch_size % world_size:
@@ -101,8 +103,10 @@ def build_loader(cfg: Config, dataset, train: bool, epoch: int = 0, rank: int = 
                                               f"{world_size} processes; use a multiple of {world_size}")
     augment = AugmentConfig(**dataclasses.asdict(cfg.augment)) if train else None
     batch_size = cfg.train.batch_size if train else -(-cfg.eval.batch_size // world_size) * world_size
-    return build_dataloader(
+    plans = train and cfg.data.augment_backend == "torch"
+    loader = build_dataloader(
         dataset,
+        plans=plans,
         img_size=cfg.data.img_size,
         batch_size=batch_size,
         rank=rank,
@@ -115,6 +119,11 @@ def build_loader(cfg: Config, dataset, train: bool, epoch: int = 0, rank: int = 
         shuffle=train,
         pin_memory=torch.cuda.is_available(),
     )
+    if not plans:
+        return loader
+    from detector.data.render import RenderLoader, image_bank
+
+    return RenderLoader(loader, image_bank(dataset, device), cfg.data.img_size)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -139,6 +148,7 @@ class Parts:
     world_size: int = 1
 
     mosaic_closed: bool = False
+    device: torch.device | str = "cpu"
 
     def set_epoch(self, epoch: int) -> None:
         """Re-seed the training data for ``epoch`` so its batches depend only on (seed, epoch), which makes
@@ -153,7 +163,7 @@ class Parts:
         if close != self.mosaic_closed:
             mosaic = 0.0 if close else cfg.augment.mosaic
             cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, mosaic=mosaic))
-            self.train_loader = build_loader(cfg, self.train_dataset, train=True, rank=self.rank,
+            self.train_loader = build_loader(cfg, self.train_dataset, train=True, rank=self.rank, device=self.device,
                                              world_size=self.world_size)
             self.mosaic_closed = close
         self.train_loader.sampler.reseed(epoch_seed(self.cfg.train.seed, epoch))
@@ -178,10 +188,11 @@ def build_all(cfg: Config, device: torch.device, rank: int = 0, world_size: int 
         coder=build_coder(cfg),
         train_dataset=train_ds,
         val_dataset=val_ds,
-        train_loader=build_loader(cfg, train_ds, train=True, rank=rank, world_size=world_size),
+        train_loader=build_loader(cfg, train_ds, train=True, rank=rank, world_size=world_size, device=device),
         val_loader=build_loader(cfg, val_ds, train=False, rank=rank, world_size=world_size),
         num_classes=num_classes,
         cfg=cfg,
         rank=rank,
         world_size=world_size,
+        device=device,
     )

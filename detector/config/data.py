@@ -22,6 +22,12 @@ class DataConfig:
     """Decode every image once and keep it in memory as uint8 (YOLOv5's ``--cache ram``): the sum of height x width
     x 3 bytes over the training and validation images (BCCD 0.3 GB, COCO train2017 about 110 GB). Same pixels, same
     results; saves the JPEG decode of every mosaic tile."""
+    augment_backend: str = _opt("numpy", choices=("numpy", "torch"))
+    """Where training images are augmented. ``numpy``: YOLOv5's pipeline in the DataLoader workers (OpenCV).
+    ``torch``: the workers draw the same random parameters and compute the same boxes, and the pixels are drawn a
+    batch at a time on the training device (``detector/data/render.py``) from images decoded once and kept there
+    (the dataset must fit in that device's memory). Pixels differ slightly (one bilinear read instead of a resize
+    then a warp; HSV on floats), which can shift mAP: pin it in an ablation's config."""
     worker_timeout: float = _opt(600.0, check=_in_range(0.0, 1e6))
     """Seconds to wait for a worker's batch before stopping with an error naming this key (a worker stuck on a hung
     read or a deadlock); 0 waits forever. No effect with ``workers: 0``."""

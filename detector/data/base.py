@@ -206,9 +206,13 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
-        image = self._images[index] if self._images is not None else self.read_image(index)
+        image = self.image(index)
         return Sample(image=image, boxes=record.boxes.copy(), labels=record.labels.copy(),
                       image_id=record.image_id, path=record.path)
+
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index``: ``ndarray[H, W, 3]`` uint8 RGB, from the cache when :meth:`cache_images` has run."""
+        return self._images[index] if self._images is not None else self.read_image(index)
 
     def read_image(self, index: int) -> np.ndarray:
         """Image ``index`` decoded from its file: ``ndarray[H, W, 3]`` uint8 RGB, EXIF orientation applied; a size

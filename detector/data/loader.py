@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from detector.data.collate import collate
 from detector.data.pipeline import DetectionInputs
+from detector.data.render import collate_plans
 from detector.data.transforms import AugmentConfig
 from detector.data.workers import DEFAULT_WORKER_TIMEOUT, TimedDataLoader
 
@@ -84,7 +85,8 @@ def seed_worker(worker_id: int) -> None:
 def build_dataloader(dataset: Dataset, img_size: int, batch_size: int, train: bool,
                      augment: AugmentConfig | None, workers: int, seed: int, shuffle: bool,
                      pin_memory: bool = False, drop_last: bool = False, rank: int = 0,
-                     world_size: int = 1, worker_timeout: float = DEFAULT_WORKER_TIMEOUT) -> DataLoader:
+                     world_size: int = 1, worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+                     plans: bool = False) -> DataLoader:
     """A DataLoader of :class:`~detector.data.collate.Batch` over ``dataset``.
 
     Args:
@@ -101,12 +103,14 @@ def build_dataloader(dataset: Dataset, img_size: int, batch_size: int, train: bo
             (which must divide by ``world_size``); the loader's batches then hold ``batch_size / world_size``.
         worker_timeout (float): seconds to wait for a worker's batch before raising WorkerTimeoutError
             (``data.worker_timeout``; 0 waits forever; no effect with ``workers=0``).
+        plans (bool): with ``train``, batches of augmentation plans (:func:`~detector.data.render.collate_plans`)
+            for :class:`~detector.data.render.RenderLoader` instead of images.
 
     Returns:
         DataLoader yielding ``Batch(images Tensor[B, 3, S, S] float32 0..1, targets Tensor[n, 6],
         metas list[ImageMeta])``.
     """
-    inputs = DetectionInputs(dataset, img_size, augment if train else None)
+    inputs = DetectionInputs(dataset, img_size, augment if train else None, plans=plans and train)
     # The sampler owns its generator: the DataLoader also draws from the generator it is given (worker base
     # seeds, when an iterator is created), and sharing one would make an epoch's order depend on whether the
     # workers were started in an earlier epoch (persistent workers) or for this one (a resumed run).
@@ -116,7 +120,7 @@ def build_dataloader(dataset: Dataset, img_size: int, batch_size: int, train: bo
         batch_size=batch_size // world_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_plans if inputs.plans else collate,
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,

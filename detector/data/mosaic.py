@@ -62,16 +62,26 @@ def mosaic_canvas(tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]], centre
     canvas_side = 2 * size
     canvas = np.full((canvas_side, canvas_side, 3), PAD_VALUE, dtype=np.uint8)
     regions = tile_regions(centre, [t[0].shape[:2] for t in tiles], canvas_side)
-    all_boxes, all_labels = [], []
-    for (image, boxes, labels), ((x1a, y1a, x2a, y2a), (x1b, y1b, x2b, y2b)) in zip(tiles, regions):
+    for (image, _, _), ((x1a, y1a, x2a, y2a), (x1b, y1b, x2b, y2b)) in zip(tiles, regions):
         canvas[y1a:y2a, x1a:x2a] = image[y1b:y2b, x1b:x2b]
+    boxes, labels = mosaic_boxes([(t[1], t[2]) for t in tiles], regions, canvas_side)
+    return canvas, boxes, labels
+
+
+def mosaic_boxes(tiles: list[tuple[np.ndarray, np.ndarray]], regions, canvas_side: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes of :func:`mosaic_canvas` alone: each tile's ``(boxes, labels)`` (boxes in the resized tile's
+    pixels) moved by its region's offset (``regions`` from :func:`tile_regions`), clipped to the canvas, and those
+    left with zero width or height removed -> ``(boxes ndarray[k, 4] float32, labels ndarray[k] int64)``."""
+    all_boxes, all_labels = [], []
+    for (boxes, labels), ((x1a, y1a, _, _), (x1b, y1b, _, _)) in zip(tiles, regions):
         shift = np.asarray([x1a - x1b, y1a - y1b] * 2, dtype=np.float32)
         all_boxes.append(boxes.reshape(-1, 4) + shift)
         all_labels.append(labels)
     boxes = np.clip(np.concatenate(all_boxes), 0, canvas_side).astype(np.float32)  # (k, 4)
     labels = np.concatenate(all_labels).astype(np.int64)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return canvas, boxes[keep], labels[keep]
+    return boxes[keep], labels[keep]
 
 
 def mosaic(samples: list[Sample], size: int, centre: tuple[int, int], params: AffineParams

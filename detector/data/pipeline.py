@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from detector.data.base import Sample
 from detector.data.letterbox import ImageMeta, letterbox
 from detector.data.mosaic import mosaic
+from detector.data.plan import plan_sample
 from detector.data.transforms import (AugmentConfig, apply_flip, apply_hsv_gains, make_flip, random_affine,
                                       sample_affine_params, sample_hsv_gains)
 from detector.data.workers import SampleError, sample_error
@@ -76,6 +77,9 @@ class DetectionInputs(Dataset):
         img_size (int): side ``S`` of the square network input.
         augment (AugmentConfig | None): training augmentation; None for letterbox only.
 
+    With ``plans`` (and augmentation) an item is ``(SamplePlan, ImageMeta)``: the draws and boxes without pixels,
+    for :mod:`detector.data.render` (``data.augment_backend: torch``).
+
     With augmentation the key's ``seed`` seeds a ``numpy.random.Generator`` for that sample (a bare
     index uses the index as seed); :class:`ImageMeta` then has NaN ``scale``/``pad`` (no inverse).
 
@@ -83,10 +87,12 @@ class DetectionInputs(Dataset):
     sample (index, image id, file; the mosaic tile that failed) with the original error chained.
     """
 
-    def __init__(self, dataset: Dataset, img_size: int, augment: AugmentConfig | None = None) -> None:
+    def __init__(self, dataset: Dataset, img_size: int, augment: AugmentConfig | None = None,
+                 plans: bool = False) -> None:
         if img_size <= 0 or img_size % 2:
             raise ValueError(f"img_size must be a positive even number (a multiple of the stride), got {img_size}")
         self.dataset, self.img_size, self.augment = dataset, img_size, augment
+        self.plans = plans and augment is not None  # SamplePlan instead of pixels (detector.data.plan)
         self.flips = (make_flip(False), make_flip(True)) if augment is not None else None
 
     def __len__(self) -> int:
@@ -108,5 +114,9 @@ class DetectionInputs(Dataset):
         if self.augment is None:
             return letterboxed_sample(self.dataset, index, self.img_size)
         rng = np.random.default_rng(seed)
+        if self.plans:
+            plan = plan_sample(self.dataset.records, index, self.img_size, self.augment, rng)
+            return plan, ImageMeta(image_id=plan.image_id, orig_size=plan.orig_size, scale=math.nan,
+                                   pad=(math.nan, math.nan))
         s = augmented_sample(self.dataset, index, self.img_size, self.augment, rng, self.flips)
         return s, ImageMeta(image_id=s.image_id, orig_size=s.orig_size, scale=math.nan, pad=(math.nan, math.nan))

@@ -155,11 +155,18 @@ def random_affine(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, para
     if border != (0, 0) or not np.allclose(matrix, np.eye(3)):
         image = cv2.warpAffine(image, matrix[:2], dsize=(out_size[1], out_size[0]),
                                borderValue=(PAD_VALUE, PAD_VALUE, PAD_VALUE))
+    return (image, *affine_boxes(boxes, labels, params, matrix, out_size))
+
+
+def affine_boxes(boxes: np.ndarray, labels: np.ndarray, params: AffineParams, matrix: np.ndarray,
+                 out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes of :func:`random_affine` alone: through ``matrix`` (:func:`affine_matrix` of ``params``) into an
+    ``out_size`` ``(h, w)`` output, those failing :func:`box_candidates` removed."""
     if len(boxes) == 0:
-        return image, boxes.reshape(0, 4).astype(np.float32), labels
+        return boxes.reshape(0, 4).astype(np.float32), labels
     new = warp_boxes(boxes, matrix, out_size)
     keep = box_candidates(boxes * params.scale, new)
-    return image, new[keep], labels[keep]
+    return new[keep], labels[keep]
 
 
 # --- colour -----------------------------------------------------------------------------------

@@ -70,8 +70,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, preset,
         assert straight["criterion"]["cls"]["acc"].sum() > 0
 
 
-def _memorise(tmp_path, images: int, img_size: int, epochs: int) -> dict:
-    cfg = load_config("yolov5_ciou", NO_AUGMENT + [
+def _memorise(tmp_path, images: int, img_size: int, epochs: int, extra=()) -> dict:
+    cfg = load_config("yolov5_ciou", NO_AUGMENT + list(extra) + [
         f"data.max_images={images}", f"data.img_size={img_size}", "data.workers=0",
         f"train.batch_size={images}", f"train.nbs={images}", "train.warmup_epochs=0", "train.lr0=0.04",
         f"train.epochs={epochs}", f"train.eval_interval={epochs}", "train.ema=false",
@@ -81,6 +81,15 @@ def _memorise(tmp_path, images: int, img_size: int, epochs: int) -> dict:
 
 def test_yolov5n_memorises_a_handful_of_images(tmp_path):
     result = _memorise(tmp_path, images=4, img_size=192, epochs=200)
+    assert result["coco"]["mAP50"] >= 0.5, result["coco"]
+
+
+def test_the_torch_augmentation_backend_memorises_too(tmp_path):
+    """data.augment_backend=torch (pixels drawn per batch by detector/data/render.py) clears the same bar as the numpy
+    path above in the same setting. With flips and HSV on, 200 steps are too few for a bar: measured 2026-12-04,
+    mAP50 over seeds 0 / 1 was 0.26 / 0.81 with torch and 0.62 / 0.51 with numpy (means 0.54 and 0.57); the pixels
+    of those augmentations are checked directly in tests/data/test_render.py."""
+    result = _memorise(tmp_path, images=4, img_size=192, epochs=200, extra=["data.augment_backend=torch"])
     assert result["coco"]["mAP50"] >= 0.5, result["coco"]
 
 
