@@ -30,6 +30,8 @@ from detector.losses.ranking import ap_loss, dr_loss
 from detector.losses.reduction import reduce_loss
 from detector.losses.soft_targets import quality_focal_loss, varifocal_loss
 from detector.losses.stateful import GHMCLoss
+from detector.ops.bce import binary_cross_entropy_with_logits
+from detector.ops.focal import sigmoid_focal_loss
 
 
 def bce_loss(
@@ -55,7 +57,7 @@ def bce_loss(
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + 0.5 * label_smoothing
     pw = None if pos_weight == 1.0 else torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pw)
+    loss = binary_cross_entropy_with_logits(logits, target, pw)
     return reduce_loss(loss, reduction)
 
 
@@ -111,7 +113,7 @@ def balanced_bce_loss(
         Tensor[...] per element (or a scalar for ``"mean"`` / ``"sum"``).
     """
     alpha_t = alpha * target + (1.0 - alpha) * (1.0 - target)
-    loss = alpha_t * F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    loss = alpha_t * binary_cross_entropy_with_logits(logits, target)
     return reduce_loss(loss, reduction)
 
 
@@ -132,12 +134,7 @@ def focal_loss(
     Returns:
         Tensor[...] per element (or a scalar for ``"mean"`` / ``"sum"``).
     """
-    p = logits.sigmoid()
-    p_t = p * target + (1.0 - p) * (1.0 - target)
-    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * (1.0 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * target + (1.0 - alpha) * (1.0 - target)) * loss
-    return reduce_loss(loss, reduction)
+    return reduce_loss(sigmoid_focal_loss(logits, target, alpha, gamma), reduction)  # one fused node on the CPU
 
 
 def mse_loss(
@@ -180,7 +177,7 @@ def poly1_loss(
     """
     p = logits.sigmoid()
     p_t = p * target + (1.0 - p) * (1.0 - target)
-    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") + epsilon * (1.0 - p_t)
+    loss = binary_cross_entropy_with_logits(logits, target) + epsilon * (1.0 - p_t)
     return reduce_loss(loss, reduction)
 
 

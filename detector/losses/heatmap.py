@@ -13,10 +13,10 @@ The paper divides the sum by the number of objects ``N``; that is the criterion'
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from detector.losses.reduction import reduce_loss
+from detector.ops.bce import log_sigmoid
 
 
 def penalty_reduced_focal_loss(
@@ -61,8 +61,8 @@ def penalty_reduced_focal_loss(
     if eps > 0:
         bound = float(torch.logit(torch.tensor(1.0 - eps, dtype=torch.float64)))
         logits = logits.clamp(-bound, bound)
-    log_p = F.logsigmoid(logits)
-    log_not_p = F.logsigmoid(-logits)
+    log_p = log_sigmoid(logits)
+    log_not_p = log_sigmoid(-logits)
     positive = target == 1
     pos_loss = -torch.exp(alpha * log_not_p) * log_p
     neg_loss = -torch.pow(1.0 - target, beta) * torch.exp(alpha * log_p) * log_not_p

@@ -9,20 +9,20 @@ Both have the shape of :mod:`detector.losses.classification`, ``fn(logits, targe
     reduction: ``"none"`` -> Tensor[..., C] per element; ``"mean"`` / ``"sum"`` -> scalar.
 
 Normalisation by the number of positives is the criterion's job. Both are computed from logits with
-``F.binary_cross_entropy_with_logits`` (stable for any logit) times a modulating weight. The weight is multiplied
-after the BCE rather than passed as its ``weight=`` argument, because it depends on ``sigmoid(logits)`` and
-gradients flow through it (as in mmdetection and ultralytics); PyTorch's ``weight=`` input does not accept a
-tensor that requires grad. The base of each power is clamped to the dtype's smallest normal number, which changes
-no value visibly but keeps the gradient finite (0 instead of ``inf * 0 = NaN``) for exponents below 1 where the
-sigmoid saturates onto the target (``|x| > ~100`` in float32).
+:func:`detector.ops.bce.binary_cross_entropy_with_logits` (stable for any logit) times a modulating weight. The weight
+is multiplied after the BCE rather than passed as its ``weight=`` argument, because it depends on ``sigmoid(logits)``
+and gradients flow through it (as in mmdetection and ultralytics); PyTorch's ``weight=`` input does not accept a
+tensor that requires grad. The base of each power is clamped to the dtype's smallest normal number, which changes no
+value visibly but keeps the gradient finite (0 instead of ``inf * 0 = NaN``) for exponents below 1 where the sigmoid
+saturates onto the target (``|x| > ~100`` in float32).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from detector.losses.reduction import reduce_loss
+from detector.ops.bce import binary_cross_entropy_with_logits
 
 
 def varifocal_loss(
@@ -71,7 +71,7 @@ def varifocal_loss(
     pos_weight = target if iou_weighted else positive.to(logits.dtype)
     focus = logits.sigmoid().clamp_min(torch.finfo(logits.dtype).tiny).pow(gamma)  # (..., C)
     weight = positive * pos_weight + (~positive) * (alpha * focus)  # (..., C)
-    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight
+    loss = binary_cross_entropy_with_logits(logits, target) * weight
     return reduce_loss(loss, reduction)
 
 
@@ -108,5 +108,5 @@ def quality_focal_loss(
         raise ValueError(f"quality_focal_loss needs beta >= 0; got beta={beta}")
     target = target.to(logits.dtype)
     weight = (target - logits.sigmoid()).abs().clamp_min(torch.finfo(logits.dtype).tiny).pow(beta)  # (..., C)
-    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight
+    loss = binary_cross_entropy_with_logits(logits, target) * weight
     return reduce_loss(loss, reduction)

@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from detector.losses.iou_variants import wiou_v1_terms
 from detector.losses.reduction import reduce_loss
+from detector.ops.bce import binary_cross_entropy_with_logits
 
 WIOU_VERSIONS = (1, 2, 3)
 WIOU_MOMENTUM = 1 - 0.05 ** (1 / (890 * 34))
@@ -154,7 +154,7 @@ class GHMCLoss(StatefulLoss):
             raise ValueError(f"ghm bins must be an integer >= 1; got {bins!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"ghm momentum must be in [0, 1); got {momentum}")
-        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # (...)
+        loss = binary_cross_entropy_with_logits(logits, target)  # (...)
         if loss.numel() == 0:
             return reduce_loss(loss, reduction)
         with torch.no_grad():
