@@ -163,7 +163,7 @@ class StepParts:
     """What ``train_one_epoch`` needs besides the loader, built as ``fit`` builds it (no checkpoint, no logging)."""
 
     kwargs: dict
-    amp: bool
+    amp_dtype: torch.dtype | None
     channels_last: bool
 
 
@@ -171,14 +171,14 @@ def step_parts(cfg, parts, device: torch.device, batches_per_epoch: int) -> Step
     """The optimizer, scaler, EMA, LR schedule, accumulation, clipping, AMP and channels_last of ``fit`` for ``cfg``.
 
     ``parts`` is ``detector.build.build_all(cfg, device)``; its model is converted to channels_last here when the
-    config asks for it on this device. Mirrors ``fit``'s policy: AMP and channels_last on CUDA only."""
+    config asks for it on this device. Mirrors ``fit``'s policy (``detector.engine.precision``)."""
     from detector.engine.ema import ModelEMA
+    from detector.engine.precision import precision
     from detector.engine.optim import (LRSchedule, accumulate_steps, build_optimizer, scaled_weight_decay,
                                        warmup_iterations)
 
     tc = cfg.train
-    cuda = device.type == "cuda"
-    amp, channels_last = tc.amp and cuda, tc.channels_last and cuda
+    amp_dtype, channels_last = precision(tc, device)
     model = parts.model.to(memory_format=torch.channels_last) if channels_last else parts.model
     accumulate = accumulate_steps(tc.batch_size, tc.nbs)
     decay = scaled_weight_decay(tc.weight_decay, tc.batch_size, accumulate, tc.nbs)
@@ -188,11 +188,11 @@ def step_parts(cfg, parts, device: torch.device, batches_per_epoch: int) -> Step
                           warmup_iters=warmup_iterations(tc.warmup_epochs, batches_per_epoch),
                           warmup_bias_lr=tc.warmup_bias_lr, warmup_momentum=tc.warmup_momentum, momentum=tc.momentum)
     kwargs = dict(model=model, criterion=parts.criterion, optimizer=optimizer,
-                  scaler=torch.amp.GradScaler(device.type, enabled=amp),
+                  scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                   ema=ModelEMA(model, decay=tc.ema_decay, tau=tc.ema_tau) if tc.ema else None, device=device,
-                  schedule=schedule, accumulate=accumulate, grad_clip=tc.grad_clip, amp=amp,
+                  schedule=schedule, accumulate=accumulate, grad_clip=tc.grad_clip, amp_dtype=amp_dtype,
                   channels_last=channels_last, progress=False)
-    return StepParts(kwargs, amp, channels_last)
+    return StepParts(kwargs, amp_dtype, channels_last)
 
 
 def run_epoch(sp: StepParts, loader, epoch: int) -> dict[str, float]:

@@ -2,7 +2,7 @@
 """Training epoch wall time: ``train_one_epoch`` over the whole training loader, as ``fit`` runs it.
 
 The parts are built from the config by ``detector.build.build_all`` and set up as ``fit`` sets them up
-(optimizer, EMA, LR schedule with warm-up, gradient accumulation to ``train.nbs``, AMP and channels_last on CUDA);
+(optimizer, EMA, LR schedule with warm-up, gradient accumulation to ``train.nbs``, autocast and channels_last);
 before each epoch the generators are re-seeded from ``(train.seed, epoch)`` and the loader re-seeded, as ``fit``
 does. Only the ``train_one_epoch`` call is timed: building the parts, checkpoints, evaluation and logging are not.
 The loader's workers start in the first epoch and persist, so the first epoch also carries their start-up; the
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
         parts.set_epoch(epoch)
         seconds.append(timed(lambda: run_epoch(sp, parts.train_loader, epoch), device))
-    flags = ", ".join(f for f, on in (("amp", sp.amp), ("channels_last", sp.channels_last)) if on)
+    flags = ", ".join(f for f, on in ((f"autocast {str(sp.amp_dtype).removeprefix('torch.')}", sp.amp_dtype),
+                                        ("channels_last", sp.channels_last)) if on)
     config = (f"{args.preset} {args.size}, {args.dataset} train ({len(parts.train_dataset)} images), "
               f"{cfg.data.img_size} px, batch {tc.batch_size}, nbs {tc.nbs}, {cfg.data.workers} workers"
               + (f", {flags}" if flags else "")

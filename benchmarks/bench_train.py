@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Training step time and throughput: what ``train_one_epoch`` spends per batch, after warm-up.
 
-One step = everything the trainer does for a batch: move to the device, forward (AMP and channels_last on CUDA
-as ``fit`` does), assignment + composite loss, backward, optimizer step, EMA update, the per-step loss sync and
+One step = everything the trainer does for a batch: move to the device, forward (autocast and channels_last as ``fit``
+sets them), assignment + composite loss, backward, optimizer step, EMA update, the per-step loss sync and
 assignment statistics. It runs through ``detector.engine.trainer.train_one_epoch`` itself, so it times the code
 that trains. ``train.nbs`` is set to the batch size unless ``--set train.nbs=...`` says otherwise: an optimizer
 step at every batch (YOLOv5 at batch 16 with nbs 64 steps the optimizer every fourth batch).
@@ -53,7 +53,8 @@ def bench_step(args, device: torch.device, size: str, img: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed(lambda: run_epoch(sp, Take(source, args.steps), epoch=1), device) / args.steps
-    flags = ", ".join(f for f, on in (("amp", sp.amp), ("channels_last", sp.channels_last)) if on)
+    flags = ", ".join(f for f, on in ((f"autocast {str(sp.amp_dtype).removeprefix('torch.')}", sp.amp_dtype),
+                                        ("channels_last", sp.channels_last)) if on)
     config = (f"{args.preset} {size}, {img} px, batch {cfg.train.batch_size}, nbs {cfg.train.nbs}, "
               f"{args.source} batches" + (f", {args.workers} workers" if args.source == "loader" else "")
               + (f", {flags}" if flags else "")

@@ -44,9 +44,14 @@ class TrainConfig:
     ema_tau: float = _opt(2000.0, check=_in_range(0.0, lo_open=True))
     """EMA ramp-up time constant in optimizer updates."""
     amp: bool = _opt(True)
-    """Mixed-precision training; used only on CUDA."""
+    """Mixed-precision training on CUDA: the forward pass autocast to ``amp_dtype``."""
+    amp_dtype: str = _opt("float16", choices=("float16", "bfloat16"))
+    """Autocast dtype on CUDA: float16 (YOLOv5's, with a gradient scaler) or bfloat16 (no scaler needed)."""
+    cpu_amp: bool = _opt(False)
+    """bfloat16 autocast on CPU (processors with AVX512-BF16 or AMX); off by default, see docs/benchmarks.md for
+    its speed and accuracy."""
     channels_last: bool = _opt(True)
-    """Use the channels-last memory format; used only on CUDA."""
+    """Use the channels-last memory format (CUDA and CPU)."""
     grad_clip: float | None = _opt(10.0, check=_in_range(0.0, lo_open=True))
     """Clip the gradient norm to this value before each optimizer step; null = no clipping."""
     max_bad_steps: int = _opt(0, check=_in_range(0))

@@ -19,6 +19,7 @@ from detector.engine import distributed
 from detector.evaluation.coco import detections_to_coco, evaluate_coco
 from detector.ops.nms import postprocess_scores
 from detector.ops.peaks import peak_detections
+from detector.ops.rows import to_dtype
 from detector.structures import detection_scores
 
 
@@ -29,7 +30,7 @@ def float32_outputs(outputs):
             continue  # a placeholder: the rows read through class_rows take box's dtype
         t = getattr(outputs, name, None)
         if t is not None and t.dtype != torch.float32:
-            setattr(outputs, name, t.float())
+            setattr(outputs, name, to_dtype(t, torch.float32))  # a sparse row gradient goes back sparse
     if getattr(outputs, "one_to_one", None) is not None:
         float32_outputs(outputs.one_to_one)
     return outputs

@@ -36,6 +36,7 @@ from detector.engine.evaluate import _progress, evaluate, float32_outputs, predi
 from detector.engine.history import append_history, epoch_line, read_history, truncate_history  # noqa: F401
 from detector.engine.nonfinite import NonFiniteGuard
 from detector.engine.start import check_training_data, load_weights
+from detector.engine.precision import precision
 from detector.engine.optim import LRSchedule, accumulate_steps, apply_lr, build_optimizer, scaled_weight_decay, warmup_iterations
 from detector.engine.rng import get_rng_state, seed_everything, set_rng_state
 from detector.evaluation.coco import format_coco_table, write_results_json
@@ -76,7 +77,7 @@ def train_one_epoch(
     schedule: LRSchedule,
     accumulate: int,
     grad_clip: float | None,
-    amp: bool,
+    amp_dtype: torch.dtype | None,
     channels_last: bool,
     writer=None,
     progress: bool = True,
@@ -112,7 +113,7 @@ def train_one_epoch(
         # DDP: gradients are all-reduced only on the micro-batch that steps; the others accumulate locally
         sync = contextlib.nullcontext() if steps or world_size == 1 else model.no_sync()
         with sync:
-            with torch.autocast(device_type=device.type, enabled=amp):
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 outputs = model(images)
             losses = criterion(float32_outputs(outputs), targets)
             scaler.scale(losses["loss"] * world_size).backward()
@@ -209,8 +210,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
         if tc.sync_bn:
             model = parts.model = convert_sync_batchnorm(model, device)
         criterion.count_reducer = distributed.all_reduce_sum
-    cuda = device.type == "cuda"
-    amp, channels_last = tc.amp and cuda, tc.channels_last and cuda
+    amp_dtype, channels_last = precision(tc, device)
     if weights is not None:
         load_weights(model, weights, list(parts.train_dataset.names))
         log(f"Starting from the weights of {weights}")
@@ -220,7 +220,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
     accumulate = accumulate_steps(tc.batch_size, tc.nbs)
     weight_decay = scaled_weight_decay(tc.weight_decay, tc.batch_size, accumulate, tc.nbs)
     optimizer = build_optimizer(model, tc.optimizer, lr=tc.lr0, momentum=tc.momentum, weight_decay=weight_decay, nesterov=tc.nesterov)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # bfloat16 needs no scaling
     ema = ModelEMA(model, decay=tc.ema_decay, tau=tc.ema_tau) if tc.ema else None
     state = TrainState()
 
@@ -265,7 +265,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
             parts.set_epoch(epoch)
             means = train_one_epoch(
                 train_model, criterion, parts.train_loader, optimizer, scaler, ema, device, epoch, schedule,
-                accumulate, tc.grad_clip, amp, channels_last, writer=writer, progress=progress, guard=guard,
+                accumulate, tc.grad_clip, amp_dtype, channels_last, writer=writer, progress=progress, guard=guard,
                 world_size=dist_ctx.world_size,
             )
             distributed.broadcast_buffers(model)  # rank 0's running statistics everywhere (no-op in one process)
@@ -294,7 +294,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
             amp_skipped = guard.amp_skipped - amp_before
             log(epoch_line(epoch, tc.epochs, terms, time.time() - t_epoch, evaluated, guard.skipped - skipped_before,
                            amp_skipped), flush=True)
-            if amp:
+            if scaler.is_enabled():
                 writer.add_scalar("train/amp_skipped_steps", amp_skipped, epoch)
             state.metrics = {"train": terms, "coco": final_stats, "train_time_s": elapsed}
             if main:
@@ -310,7 +310,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
                 "ema": ema.module.state_dict() if ema is not None else None,
                 "ema_updates": ema.updates if ema is not None else 0,
                 "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if amp else None,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "criterion": criterion.state_dict() if hasattr(criterion, "state_dict") else {},
                 "epoch": epoch,
                 "best_fitness": state.best_fitness,

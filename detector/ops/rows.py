@@ -34,3 +34,28 @@ class _GatherRows(torch.autograd.Function):
         b, p = ctx.saved_tensors
         sparse = torch.sparse_coo_tensor(torch.stack((b, p)), grad, ctx.shape, check_invariants=False)
         return sparse, None, None
+
+
+def to_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)`` whose backward also casts a sparse gradient (autograd's own cast accepts only dense ones).
+
+    Under autocast the head's outputs are float16 / bfloat16 and the loss casts them to float32; the rows that
+    :func:`gather_rows` reads from the float32 copy send back a sparse gradient, which must reach the half-precision
+    outputs still sparse (``SplitChannels`` writes it into its buffer)."""
+    if t.dtype == dtype:
+        return t
+    return _ToDtype.apply(t, dtype) if t.requires_grad else t.to(dtype)
+
+
+class _ToDtype(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t: Tensor, dtype: torch.dtype) -> Tensor:
+        ctx.dtype = t.dtype
+        return t.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        if grad.layout == torch.sparse_coo:
+            return torch.sparse_coo_tensor(grad._indices(), grad._values().to(ctx.dtype), grad.shape,
+                                           check_invariants=False), None
+        return grad.to(ctx.dtype), None

@@ -63,7 +63,7 @@ def test_a_nan_step_drops_its_window_and_never_reaches_the_optimizer(tmp_path):
                               metas=[SimpleNamespace(image_id=7 + i)]) for i in range(4)]
     guard = NonFiniteGuard(max_bad_steps=1, save_dir=tmp_path)
     terms = train_one_epoch(model, _nan_at({0}), loader, optimizer, torch.amp.GradScaler("cpu", enabled=False), None,
-                            torch.device("cpu"), 0, LRSchedule(epochs=1, lrf=1.0, momentum=0.0), 2, None, False, False,
+                            torch.device("cpu"), 0, LRSchedule(epochs=1, lrf=1.0, momentum=0.0), 2, None, None, False,
                             progress=False, guard=guard)
     assert len(steps) == 2 and guard.skipped == 1
     assert model.w.item() == pytest.approx(2.04, abs=1e-6)
@@ -85,7 +85,7 @@ def test_steps_the_amp_scaler_skips_are_counted_not_fatal():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
     guard = NonFiniteGuard()
     train_one_epoch(model, _nan_at(set()), loader, optimizer, scaler, None, torch.device("cpu"), 0,
-                    LRSchedule(epochs=1, lrf=1.0, momentum=0.0), 1, None, False, False, progress=False, guard=guard)
+                    LRSchedule(epochs=1, lrf=1.0, momentum=0.0), 1, None, None, False, progress=False, guard=guard)
     assert guard.amp_skipped == 2 and guard.skipped == 0
     assert scaler.get_scale() == 2.0 ** 125
     assert model.w.item() == pytest.approx(1.72, abs=1e-6)

@@ -27,7 +27,7 @@ def test_steps_every_accumulate_batches_and_at_epoch_end(batches, accumulate, ex
     loader = [SimpleNamespace(images=torch.ones(1, 3, 2, 2), targets=torch.zeros(0, 6)) for _ in range(batches)]
     schedule = LRSchedule(epochs=1, lrf=1.0)
     terms = train_one_epoch(model, criterion, loader, optimizer, torch.amp.GradScaler("cpu", enabled=False), None,
-                            torch.device("cpu"), 0, schedule, accumulate, None, False, False, progress=False)
+                            torch.device("cpu"), 0, schedule, accumulate, None, None, False, progress=False)
     assert len(calls) == expected_steps
     assert model.w.grad is None  # nothing left over for the next epoch
     assert terms["lbox"] > 0
