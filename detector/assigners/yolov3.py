@@ -80,7 +80,8 @@ def yolov3_ignore_mask(pred_boxes: Tensor, targets: Tensor, batch_size: int, ign
     image = targets[:, 0].long()  # (n,)
     gt = targets[:, None, 2:6].float()  # (n, 1, 4)
     iou = torch.vmap(box_iou)(gt, pred_boxes.float()[image])[:, 0]  # (n, P)
-    best = iou.new_zeros(batch_size, num_priors).index_reduce_(0, image, iou, "amax")  # (B, P) max over own boxes
+    rows = image[:, None].expand(-1, num_priors)  # (n, P) the image of each row
+    best = iou.new_zeros(batch_size, num_priors).scatter_reduce_(0, rows, iou, "amax")  # (B, P) max over own boxes
     return best > ignore_thresh  # (B, P)
 
 
