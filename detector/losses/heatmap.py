@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from detector.losses.reduction import reduce_loss
-from detector.ops.bce import log_sigmoid
+from detector.ops.heatmap_focal import penalty_focal_loss
 
 
 def penalty_reduced_focal_loss(
@@ -61,12 +61,8 @@ def penalty_reduced_focal_loss(
     if eps > 0:
         bound = float(torch.logit(torch.tensor(1.0 - eps, dtype=torch.float64)))
         logits = logits.clamp(-bound, bound)
-    log_p = log_sigmoid(logits)
-    log_not_p = log_sigmoid(-logits)
-    positive = target == 1
-    pos_loss = -torch.exp(alpha * log_not_p) * log_p
-    neg_loss = -torch.pow(1.0 - target, beta) * torch.exp(alpha * log_p) * log_not_p
-    return reduce_loss(torch.where(positive, pos_loss, neg_loss), reduction)
+    target = target.to(logits.dtype)
+    return reduce_loss(penalty_focal_loss(logits, target, alpha, beta), reduction)  # one fused node on the CPU
 
 
 def centernet_l1_loss(pred: Tensor, target: Tensor, *, reduction: str = "none", eps: float = 1e-7,
