@@ -31,7 +31,8 @@ class ImageBank:
         h_max, w_max = max(im.shape[0] for im in images), max(im.shape[1] for im in images)
         bank = torch.zeros(len(images), 3, h_max, w_max, dtype=torch.uint8)
         for i, im in enumerate(images):
-            bank[i, :, :im.shape[0], :im.shape[1]] = torch.from_numpy(im).permute(2, 0, 1)
+            # written through numpy: a cached image is a read-only array, which torch.from_numpy warns about
+            bank[i, :, :im.shape[0], :im.shape[1]].numpy()[...] = im.transpose(2, 0, 1)
         self.images = bank.to(device)
 
     @property
