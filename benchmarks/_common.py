@@ -195,6 +195,12 @@ def step_parts(cfg, parts, device: torch.device, batches_per_epoch: int) -> Step
     return StepParts(kwargs, amp_dtype, channels_last)
 
 
+def precision_flags(sp: StepParts) -> str:
+    """``"autocast bfloat16, channels_last"``: what the step runs with, for a benchmark's configuration column."""
+    dtype = f"autocast {str(sp.amp_dtype).removeprefix('torch.')}" if sp.amp_dtype is not None else ""
+    return ", ".join(f for f in (dtype, "channels_last" if sp.channels_last else "") if f)
+
+
 def run_epoch(sp: StepParts, loader, epoch: int) -> dict[str, float]:
     """``train_one_epoch`` over ``loader`` with the parts of :func:`step_parts`; returns its loss means."""
     from detector.engine.trainer import train_one_epoch

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 
-from _common import base_parser, report, row, run_epoch, setup, step_parts, timed
+from _common import base_parser, precision_flags, report, row, run_epoch, setup, step_parts, timed
 from detector import build
 from detector.config import load_config
 from detector.engine.rng import seed_everything
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         seed_everything(tc.seed + epoch, deterministic=tc.deterministic)
         parts.set_epoch(epoch)
         seconds.append(timed(lambda: run_epoch(sp, parts.train_loader, epoch), device))
-    flags = ", ".join(f for f, on in ((f"autocast {str(sp.amp_dtype).removeprefix('torch.')}", sp.amp_dtype),
-                                        ("channels_last", sp.channels_last)) if on)
+    flags = precision_flags(sp)
     config = (f"{args.preset} {args.size}, {args.dataset} train ({len(parts.train_dataset)} images), "
               f"{cfg.data.img_size} px, batch {tc.batch_size}, nbs {tc.nbs}, {cfg.data.workers} workers"
               + (f", {flags}" if flags else "")

@@ -23,7 +23,7 @@ from itertools import cycle
 
 import torch
 
-from _common import Take, base_parser, report, row, run_epoch, setup, step_parts, timed
+from _common import Take, base_parser, precision_flags, report, row, run_epoch, setup, step_parts, timed
 from detector import build
 from detector.config import load_config
 
@@ -53,8 +53,7 @@ def bench_step(args, device: torch.device, size: str, img: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed(lambda: run_epoch(sp, Take(source, args.steps), epoch=1), device) / args.steps
-    flags = ", ".join(f for f, on in ((f"autocast {str(sp.amp_dtype).removeprefix('torch.')}", sp.amp_dtype),
-                                        ("channels_last", sp.channels_last)) if on)
+    flags = precision_flags(sp)
     config = (f"{args.preset} {size}, {img} px, batch {cfg.train.batch_size}, nbs {cfg.train.nbs}, "
               f"{args.source} batches" + (f", {args.workers} workers" if args.source == "loader" else "")
               + (f", {flags}" if flags else "")

@@ -36,11 +36,25 @@ def log1p_exp_neg_abs(x: Tensor) -> Tensor:
     return torch.log(u).sub_(correction)
 
 
+def neg_log_sigmoid(x: Tensor) -> Tensor:
+    """``-log sigmoid(x) = log(1 + exp(-|x|)) + max(-x, 0)`` (Tensor[...] -> Tensor[...]), no autograd node."""
+    return log1p_exp_neg_abs(x).add_(x.clamp(max=0.0).neg_())
+
+
+def fused_on_cpu(logits: Tensor, target: Tensor | None = None) -> bool:
+    """Whether the fused CPU nodes of this module, :mod:`detector.ops.focal` and :mod:`detector.ops.heatmap_focal`
+    apply: float32 / float64 CPU logits, and a target of the same dtype and shape that needs no gradient."""
+    if logits.device.type != "cpu" or logits.dtype not in (torch.float32, torch.float64):
+        return False
+    return target is None or (target.dtype == logits.dtype and target.shape == logits.shape
+                              and not target.requires_grad)
+
+
 class _BCEWithLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, pos_weight: Tensor | None) -> Tensor:
         ctx.save_for_backward(logits, target, pos_weight)
-        loss = log1p_exp_neg_abs(logits).add_(logits.clamp(max=0.0).neg_())  # -log sigmoid(x)
+        loss = neg_log_sigmoid(logits)
         if pos_weight is not None:
             loss.mul_((pos_weight - 1.0) * target + 1.0)
         return loss.add_(logits).addcmul_(logits, target, value=-1.0)  # + (1 - t) x
@@ -70,10 +84,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, pos_weight:
     >>> binary_cross_entropy_with_logits(x, t).tolist()  # log(1 + e^-2), log(1 + e^-1)
     [0.12692809104919434, 0.3132617473602295]
     """
-    fast = (logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64)
-            and target.dtype == logits.dtype and target.shape == logits.shape and not target.requires_grad
-            and (pos_weight is None or not pos_weight.requires_grad))
-    if not fast:
+    if not fused_on_cpu(logits, target) or (pos_weight is not None and pos_weight.requires_grad):
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pos_weight)
     return _BCEWithLogits.apply(logits, target, pos_weight)
 
@@ -82,7 +93,7 @@ class _LogSigmoid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor) -> Tensor:
         ctx.save_for_backward(logits)
-        return log1p_exp_neg_abs(logits).add_(logits.clamp(max=0.0).neg_()).neg_()
+        return neg_log_sigmoid(logits).neg_()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -96,6 +107,6 @@ def log_sigmoid(logits: Tensor) -> Tensor:
     >>> log_sigmoid(torch.tensor([0.0, -40.0])).tolist()  # -log 2; -40 - log(1 + e^-40)
     [-0.6931471824645996, -40.0]
     """
-    if logits.device.type != "cpu" or logits.dtype not in (torch.float32, torch.float64):
+    if not fused_on_cpu(logits):
         return F.logsigmoid(logits)
     return _LogSigmoid.apply(logits)

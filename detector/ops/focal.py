@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from detector.ops.bce import binary_cross_entropy_with_logits
+from detector.ops.bce import binary_cross_entropy_with_logits, fused_on_cpu
 
 
 def _modulator(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -80,9 +80,7 @@ def sigmoid_focal_loss(logits: Tensor, target: Tensor, alpha: float = 0.25, gamm
     >>> sigmoid_focal_loss(x, t).tolist()
     [0.043321698904037476, 0.12996509671211243]
     """
-    fast = (logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64)
-            and target.dtype == logits.dtype and target.shape == logits.shape and not target.requires_grad)
-    if fast:
+    if fused_on_cpu(logits, target):
         return _SigmoidFocal.apply(logits, target, float(alpha), float(gamma))
     p = logits.sigmoid()
     p_t = p * target + (1.0 - p) * (1.0 - target)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from detector.ops.bce import log1p_exp_neg_abs, log_sigmoid
+from detector.ops.bce import fused_on_cpu, log1p_exp_neg_abs, log_sigmoid
 
 
 def _log_q(x: Tensor) -> Tensor:
@@ -69,8 +69,7 @@ def penalty_focal_loss(logits: Tensor, target: Tensor, alpha: float = 2.0, beta:
     >>> penalty_focal_loss(torch.zeros(3), torch.tensor([1.0, 0.5, 0.0])).tolist()  # (1/2)^2 ln 2, (1/2)^6 ln 2, ...
     [0.1732867956161499, 0.010830424726009369, 0.1732867956161499]
     """
-    if (logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64) and target.dtype == logits.dtype
-            and target.shape == logits.shape and not target.requires_grad):
+    if fused_on_cpu(logits, target):
         return _PenaltyFocal.apply(logits, target, float(alpha), float(beta))
     log_p, log_not_p = log_sigmoid(logits), log_sigmoid(-logits)
     pos_loss = -torch.exp(alpha * log_not_p) * log_p
