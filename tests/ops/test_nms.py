@@ -24,7 +24,7 @@ import pytest
 import torch
 import torchvision.ops as tvops
 
-from detector.ops.nms import greedy_nms, postprocess, top_k_per_image, variance_vote
+from detector.ops.nms import greedy_nms, nms_on_prefixes, postprocess, top_k_per_image, variance_vote
 
 
 def random_scene(n: int, generator: torch.Generator, size: float = 200.0) -> torch.Tensor:
@@ -182,6 +182,48 @@ def test_postprocess_matches_per_image_torchvision_reference():
         for g_rows, e_rows in zip(got, expected):
             torch.testing.assert_close(g_rows, e_rows)
             assert g_rows.shape[0] <= max_det
+
+
+@pytest.mark.parametrize("max_det", [1, 25, 300])
+def test_postprocess_on_score_prefixes_equals_nms_on_every_candidate(max_det):
+    """Many candidates per image (3,000 priors x 4 classes at conf 0.001), few detections kept: NMS runs on score
+    prefixes (several rounds where max_det is small) and must give what NMS over all candidates gives, for plain
+    NMS (YOLOv5's per-image reference) and DIoU-NMS (greedy_nms over every candidate, then the top max_det)."""
+    boxes, cls_logits, obj_logits = random_outputs(3, 3000, 4, seed=7)
+    obj_logits[2] = -30.0  # image 2: no candidate above conf_thres
+    got = postprocess(boxes, cls_logits, obj_logits, conf_thres=0.001, iou_thres=0.5, max_det=max_det)
+    expected = reference_postprocess(boxes, cls_logits, obj_logits, 0.001, 0.5, max_det, 30000)
+    assert [len(r) for r in got] == [max_det, max_det, 0]
+    for g_rows, e_rows in zip(got, expected):
+        torch.testing.assert_close(g_rows, e_rows)
+    got = postprocess(boxes, cls_logits, obj_logits, conf_thres=0.001, iou_thres=0.5, max_det=max_det, method="diou")
+    for b, rows in enumerate(got):
+        scores = cls_logits[b].sigmoid() * obj_logits[b].sigmoid()[:, None]  # (P, C)
+        p, c = (scores > 0.001).nonzero(as_tuple=True)
+        keep = greedy_nms(boxes[b, p], scores[p, c], c, 0.5, method="diou")[:max_det]
+        torch.testing.assert_close(rows[:, :4], boxes[b, p[keep]])
+        torch.testing.assert_close(rows[:, 5], c[keep].float())
+
+
+def test_nms_on_prefixes_grows_only_unsettled_images():
+    """Image 0: 40 disjoint boxes (all kept); image 1: 40 copies of one box (one kept); image 2: none. With
+    max_per_image 5 and a first prefix of 8: image 0 settles at once (8 kept >= 5); image 1 keeps 1 of 8, then 1 of
+    32, then 1 of its 40 (all of them: settled with fewer than 5)."""
+    disjoint = torch.stack([torch.tensor([20.0 * i, 0, 20 * i + 10, 10]) for i in range(40)])
+    same = torch.tensor([[0.0, 0, 10, 10]]).repeat(40, 1)
+    boxes = torch.cat((disjoint, same))  # (80, 4)
+    scores = torch.cat((torch.linspace(1, 0.5, 40), torch.linspace(1, 0.5, 40)))
+    batch_index = torch.cat((torch.zeros(40, dtype=torch.long), torch.ones(40, dtype=torch.long)))
+    calls = []
+
+    def suppress(index):
+        calls.append(sorted(set(batch_index[index].tolist())) + [index.numel()])
+        return index[tvops.batched_nms(boxes[index], scores[index], batch_index[index], 0.5)]
+
+    kept = nms_on_prefixes(suppress, batch_index, 3, max_per_image=5, first=8)
+    assert calls == [[0, 1, 16], [1, 32], [1, 40]]  # (images in the call..., candidates in the call)
+    assert sorted(kept.tolist()) == list(range(8)) + [40]
+    assert nms_on_prefixes(suppress, batch_index[:0], 2, max_per_image=5).numel() == 0
 
 
 def test_postprocess_diou_keeps_the_hand_case_box():
