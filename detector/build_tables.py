@@ -29,7 +29,8 @@ from detector.models import build_yolov5
 from detector.models.heads.decoupled import DecoupledHead
 from detector.models.heads.yolo import YOLOv5Head
 from detector.ops.center_coder import CenterNetCoder
-from detector.ops.coders import DeltaBoxCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.ops.coders import YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.ops.delta_coder import DeltaBoxCoder
 from detector.ops.point_coders import DistributionCoder, LTRBCoder
 from detector.samplers import HardNegativeSampler, RandomSampler
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -19,6 +20,9 @@ from pycocotools.coco import COCO
 from detector.data.base import (DetectionDataset, ImageRecord, Problem, check_names, coco_from_dict,
                                 dataset_error, raise_fatal, warn_problems)
 from detector.data.coco_table import CocoTable, coco_table
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_coco_json(ann_file: str) -> dict:
@@ -143,7 +147,7 @@ class CocoDataset(DetectionDataset):
 
 
 def letterboxed_coco_targets(ann_file: str | os.PathLike, num_images: int, img_size: int,
-                             skip_crowd: bool = True) -> "torch.Tensor":
+                             skip_crowd: bool = True) -> torch.Tensor:
     """The boxes of the first ``num_images`` images (by id) of a COCO JSON as one collated target batch.
 
     Each image is letterboxed into an ``img_size`` square (scaled by ``img_size / max(h, w)`` and centred), as the

@@ -1,7 +1,7 @@
 """The training loop: read it top to bottom.
 
 ``fit(cfg)`` builds every part from the config (``detector.build``), then for each epoch runs
-``train_one_epoch`` and, every ``train.eval_interval`` epochs and at the end, ``evaluate`` with the EMA
+``train_one_epoch`` (:mod:`detector.engine.epoch`) and, every ``train.eval_interval`` epochs and at the end, ``evaluate`` with the EMA
 weights; it writes ``last.pt`` / ``best.pt`` atomically, TensorBoard scalars and ``results.json``.
 
 Reproducibility: every epoch starts by re-seeding all generators from ``(train.seed, epoch)``, so the
@@ -14,31 +14,30 @@ gathered (:mod:`detector.engine.distributed`, which says why the result equals t
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from detector import build
-from detector.assigners.stats import assignment_stats, format_assignment_table
-from detector.config import Config, config_to_dict, save_config
-from detector.errors import ConfigError
+from detector.assigners.stats import format_assignment_table
+from detector.config import Config, save_config
 from detector.engine import distributed
 from detector.engine.allocator import keep_freed_memory
-from detector.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from detector.engine.checkpoint import save_checkpoint
 from detector.engine.distributed import DistContext, convert_sync_batchnorm, init_distributed, select_device  # noqa: F401
-from detector.engine.ema import ModelEMA, unwrap_model
-from detector.engine.evaluate import _progress, evaluate, float32_outputs, predict  # noqa: F401 (re-exported)
+from detector.engine.ema import ModelEMA
+from detector.engine.epoch import train_one_epoch
+from detector.engine.evaluate import evaluate, float32_outputs, predict  # noqa: F401 (re-exported)
 from detector.engine.history import append_history, epoch_line, read_history, truncate_history  # noqa: F401
 from detector.engine.nonfinite import NonFiniteGuard
-from detector.engine.start import check_training_data, load_weights
+from detector.engine.optim import LRSchedule, accumulate_steps, build_optimizer, scaled_weight_decay, warmup_iterations
 from detector.engine.precision import precision
-from detector.engine.optim import LRSchedule, accumulate_steps, apply_lr, build_optimizer, scaled_weight_decay, warmup_iterations
-from detector.engine.rng import get_rng_state, seed_everything, set_rng_state
+from detector.engine.rng import seed_everything
+from detector.engine.start import check_training_data, load_weights
+from detector.engine.state import TrainState, restore_training, training_checkpoint
 from detector.evaluation.coco import format_coco_table, write_results_json
 
 
@@ -54,103 +53,6 @@ def next_run_dir(out_dir: str | Path, name: str) -> Path:
     while candidate.exists():
         candidate, k = root / f"{name}{k}", k + 1
     return candidate
-
-
-@dataclass
-class TrainState:
-    """What changes during a run and goes into every checkpoint."""
-
-    epoch: int = -1  # last completed epoch
-    best_fitness: float = -1.0
-    metrics: dict = field(default_factory=dict)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    criterion,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    ema: ModelEMA | None,
-    device: torch.device,
-    epoch: int,
-    schedule: LRSchedule,
-    accumulate: int,
-    grad_clip: float | None,
-    amp_dtype: torch.dtype | None,
-    channels_last: bool,
-    writer=None,
-    progress: bool = True,
-    guard: NonFiniteGuard | None = None,
-    world_size: int = 1,
-) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of each loss term (per image, as logged by YOLOv5) and of each
-    assignment statistic (``assign/<name>``, :func:`detector.assigners.stats.assignment_stats`) over the finite steps.
-
-    ``guard`` checks every step's loss terms after the backward pass and before the optimizer step: a non-finite
-    step is skipped together with the gradients accumulated since the last optimizer step, or the run stops
-    (:class:`~detector.engine.nonfinite.NonFiniteLossError`); default: stop at the first, save nothing.
-
-    ``world_size`` > 1 (data parallelism, ``model`` wrapped in DistributedDataParallel): each rank's loss is its
-    share of the global loss, multiplied by ``world_size`` because DDP averages the gradients; the logged terms and
-    statistics are summed (averaged) over the ranks, so every rank sees the same values and skips the same steps."""
-    guard = guard if guard is not None else NonFiniteGuard()
-    model.train()
-    num_batches = len(loader)
-    sums: dict[str, float] = {}
-    assign_sums: dict[str, Tensor] = {}
-    good = 0
-    it = _progress(loader, total=num_batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", enabled=progress)
-    optimizer.zero_grad(set_to_none=True)
-    for i, batch in enumerate(it):
-        step = i + num_batches * epoch  # global iteration
-        apply_lr(optimizer, step, epoch, schedule)
-        images = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = batch.targets.to(device)
-        steps = (i + 1) % accumulate == 0 or i == num_batches - 1
-        # DDP: gradients are all-reduced only on the micro-batch that steps; the others accumulate locally
-        sync = contextlib.nullcontext() if steps or world_size == 1 else model.no_sync()
-        with sync:
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(images)
-            losses = criterion(float32_outputs(outputs), targets)
-            scaler.scale(losses["loss"] * world_size).backward()
-        values = distributed.all_reduce_sum(torch.stack([v.detach().reshape(()) for v in losses.values()]))  # each rank's share
-        terms = dict(zip(losses, values.tolist()))  # the step's one device sync
-        if not guard.check(terms, batch, epoch, i):
-            optimizer.zero_grad(set_to_none=True)  # NaN / inf gradients: never stepped, never carried on
-            continue
-        del terms["loss"]
-        good += 1
-        if getattr(criterion, "last_assignment", None) is not None:  # tensors: no device sync until the epoch ends
-            stats = assignment_stats(criterion.last_assignment, targets, outputs.priors, images.shape[0])
-            for k, v in stats.items():
-                assign_sums[k] = assign_sums.get(k, 0.0) + v.detach()
-        # YOLOv5 accumulates gradients to a nominal batch of `nbs` images before stepping. The last batch of an
-        # epoch always steps, so no gradient crosses an epoch boundary (checkpoints hold none).
-        if steps:
-            if grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
-            guard.scaled_step(scaler, optimizer)  # counts the steps AMP's scaler skips (overflowed float16 gradients)
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v
-        if progress and hasattr(it, "set_postfix"):
-            it.set_postfix({k: f"{v / good:.4f}" for k, v in sums.items()}, refresh=False)
-        if writer is not None:
-            for g, group in enumerate(optimizer.param_groups):
-                writer.add_scalar(f"lr/pg{g}", group["lr"], step)
-    means = {k: v / max(good, 1) for k, v in sums.items()}
-    if assign_sums:  # the ranks' means, averaged
-        names = list(assign_sums)
-        averaged = distributed.all_reduce_sum(torch.stack([assign_sums[k] for k in names]).float()) / world_size
-        means.update({f"assign/{k}": v / max(good, 1) for k, v in zip(names, averaged.tolist())})
-    return means
 
 
 def fit(
@@ -225,20 +127,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
     state = TrainState()
 
     if resume is not None:
-        ckpt = load_checkpoint(resume, map_location=device)
-        if ckpt["epoch"] + 1 > tc.epochs:
-            raise ConfigError("train.epochs", f"{resume} has already trained {ckpt['epoch'] + 1} epochs, more than "
-                                              f"train.epochs={tc.epochs}: a resumed run can only be extended")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict({"module": ckpt["ema"], "updates": ckpt["ema_updates"]})
-        if ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        if hasattr(criterion, "load_state_dict"):  # stateful losses (wiou, ghm); absent in older checkpoints
-            criterion.load_state_dict(ckpt.get("criterion", {}))
-        state = TrainState(epoch=ckpt["epoch"], best_fitness=ckpt["best_fitness"], metrics=ckpt.get("metrics", {}))
-        set_rng_state(ckpt["rng"])
+        state = restore_training(resume, tc.epochs, model, ema, optimizer, scaler, criterion, device)
         log(f"Resuming {resume} after epoch {state.epoch + 1}/{tc.epochs}")
     # wrapped after the state is loaded: DDP broadcasts rank 0's weights when it is built
     train_model = _data_parallel(model, device) if dist_ctx.enabled else model
@@ -305,22 +194,8 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
             fit_value = fitness(final_stats) if final_stats else -1.0
             is_best = fit_value > state.best_fitness
             state.best_fitness = max(state.best_fitness, fit_value)
-            ckpt = {
-                "model": model.state_dict(),
-                "ema": ema.module.state_dict() if ema is not None else None,
-                "ema_updates": ema.updates if ema is not None else 0,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "criterion": criterion.state_dict() if hasattr(criterion, "state_dict") else {},
-                "epoch": epoch,
-                "best_fitness": state.best_fitness,
-                "config": config_to_dict(cfg),
-                "metrics": state.metrics,
-                "version": CHECKPOINT_VERSION,
-                "rng": get_rng_state(),
-                "num_classes": parts.num_classes,
-                "names": list(parts.val_dataset.names),
-            }
+            ckpt = training_checkpoint(state, cfg, model, ema, optimizer, scaler, criterion,
+                                       list(parts.val_dataset.names))
             if main:
                 save_checkpoint(run_dir / "last.pt", ckpt)
                 if is_best and final_stats:

@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from detector.ops.coders import BoxCoder, _centers, _check_eps
-from detector.structures import Priors
 
 __all__ = ["DistributionCoder", "LTRBCoder", "dfl_expectation", "ltrb_to_xyxy", "xyxy_to_ltrb"]
 

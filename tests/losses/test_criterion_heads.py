@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from detector.losses.classification import ce_loss
 from detector.losses.criterion import DetectionCriterion
 from detector.losses.recipes import MeanReduction
-from detector.ops.coders import DeltaBoxCoder, YOLOv5BoxCoder
+from detector.ops.coders import YOLOv5BoxCoder
+from detector.ops.delta_coder import DeltaBoxCoder
 from detector.samplers import HardNegativeSampler
 from detector.structures import HeadOutputs
 

@@ -34,7 +34,8 @@ from torchvision.models.detection._utils import BoxLinearCoder as TorchvisionBox
 
 from detector.models.priors import AnchorPriorGenerator, PointPriorGenerator
 from detector.ops.boxes import xyxy_to_cxcywh
-from detector.ops.coders import DeltaBoxCoder, YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.ops.coders import YOLOv3BoxCoder, YOLOv5BoxCoder
+from detector.ops.delta_coder import DeltaBoxCoder
 from detector.ops.point_coders import DistributionCoder, LTRBCoder, dfl_expectation
 from detector.structures import Priors
 
