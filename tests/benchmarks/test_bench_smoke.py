@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the scripts import their neighbour _common as python benchmarks/x.py would
@@ -27,6 +28,7 @@ SMOKE = {
     "bench_eval": ([], ["seconds", "speedup"]),
     "bench_assign": ([], ["batch_2_ms"]),
     "bench_losses": (["--only", "ciou", "bce"], ["forward_ms", "forward_backward_ms"]),
+    "bench_grad_precision": ([], ["backbone_norm_ratio", "head_norm_ratio", "head_cos"]),
 }
 
 
@@ -127,3 +129,26 @@ def test_synthetic_detections_fill_each_image_to_per_image(coco128_gt):
     assert Counter(d["image_id"] for d in dets) == {i: max(per_image, n) for i, n in objects.items()}
     assert all(d["bbox"][2] >= 0 and d["bbox"][3] >= 0 for d in dets)
     assert evaluate_coco(coco128_gt, dets, ids)["mAP"] < 0.9
+
+
+def test_gradient_comparison_hand_worked():
+    """compare(g, ref) per model part: g = ref gives error 0, cosine 1, ratio 1; g = -2 ref gives error 3 (|-3 ref| /
+    |ref|), cosine -1, ratio 2; the parts are the names' first components."""
+    grad_precision = importlib.import_module("bench_grad_precision")
+    ref = {"head.w": torch.tensor([3.0, 4.0]), "head.b": torch.tensor([0.0]), "neck.w": torch.tensor([1.0, 0.0])}
+    same = grad_precision.compare(ref, ref)
+    assert same == {"head_rel_err": 0.0, "head_cos": 1.0, "head_norm_ratio": 1.0,
+                    "neck_rel_err": 0.0, "neck_cos": 1.0, "neck_norm_ratio": 1.0}
+    flipped = grad_precision.compare({k: -2 * v for k, v in ref.items()}, ref)
+    assert flipped["head_rel_err"] == pytest.approx(3.0) and flipped["head_cos"] == pytest.approx(-1.0)
+    assert flipped["neck_norm_ratio"] == pytest.approx(2.0)
+
+
+def test_float32_gradients_agree_with_float64(tmp_path):
+    """The smoke model's float32 step, contiguous, is float64's to float32 rounding (the comparison is live: a wrong
+    pairing of gradients or a stale copy of the model would not be)."""
+    rows = importlib.import_module("bench_grad_precision").main(["--smoke", "--json", str(tmp_path / "g.json")])
+    fp32 = rows[0]
+    assert fp32["configuration"].endswith(": float32")
+    for part in ("backbone", "neck", "head"):
+        assert fp32[f"{part}_rel_err"] < 1e-3 and fp32[f"{part}_cos"] > 0.9999
