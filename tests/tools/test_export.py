@@ -32,9 +32,12 @@ TOOLS = Path(__file__).resolve().parents[2] / "tools"
 SIZE = (64, 96)
 TINY = ["model.depth_multiple=0.33", "model.width_multiple=0.125", "data.img_size=64"]
 PRESETS = ("yolov5_ciou", "yolov8_tal", "yolo_e2e")
-# Boxes (pixels, up to ~400 for these random weights) to 1e-4 relative, scores to 1e-4 absolute: float32 rounding
-# through fused convolutions and the decode (measured: 0.009 px on a 417 px coordinate, 1.1e-5 on scores).
-BOX_TOL = {"rtol": 1e-4, "atol": 1e-3}
+# Boxes (pixels, up to ~400 for these random weights) to 1e-3 relative, scores to 1e-4 absolute: float32 rounding
+# through fused convolutions and the decode, summed in another order by onnxruntime (MLAS) than by PyTorch (oneDNN),
+# which picks its kernels by processor (measured: 0.009 px on a 417 px coordinate on an AMD EPYC, 1.1e-5 on scores;
+# 1.8e-4 relative, 0.0036 px on a 20 px coordinate, on an Intel Xeon with AMX, 2026-12-05). A wrong export (a
+# missing layer, a wrong anchor or stride) is off by whole pixels.
+BOX_TOL = {"rtol": 1e-3, "atol": 1e-3}
 SCORE_ATOL = 1e-4
 
 
