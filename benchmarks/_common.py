@@ -173,7 +173,7 @@ def step_parts(cfg, parts, device: torch.device, batches_per_epoch: int) -> Step
     ``parts`` is ``detector.build.build_all(cfg, device)``; its model is converted to channels_last here when the
     config asks for it on this device. Mirrors ``fit``'s policy (``detector.engine.precision``)."""
     from detector.engine.ema import ModelEMA
-    from detector.engine.precision import precision
+    from detector.engine.precision import precision, training_model
     from detector.engine.optim import (LRSchedule, accumulate_steps, build_optimizer, scaled_weight_decay,
                                        warmup_iterations)
 
@@ -187,7 +187,7 @@ def step_parts(cfg, parts, device: torch.device, batches_per_epoch: int) -> Step
     schedule = LRSchedule(epochs=tc.epochs, lrf=tc.lrf, schedule=tc.schedule,
                           warmup_iters=warmup_iterations(tc.warmup_epochs, batches_per_epoch),
                           warmup_bias_lr=tc.warmup_bias_lr, warmup_momentum=tc.warmup_momentum, momentum=tc.momentum)
-    kwargs = dict(model=model, criterion=parts.criterion, optimizer=optimizer,
+    kwargs = dict(model=training_model(model, tc), criterion=parts.criterion, optimizer=optimizer,
                   scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                   ema=ModelEMA(model, decay=tc.ema_decay, tau=tc.ema_tau) if tc.ema else None, device=device,
                   schedule=schedule, accumulate=accumulate, grad_clip=tc.grad_clip, amp_dtype=amp_dtype,
@@ -196,9 +196,11 @@ def step_parts(cfg, parts, device: torch.device, batches_per_epoch: int) -> Step
 
 
 def precision_flags(sp: StepParts) -> str:
-    """``"autocast bfloat16, channels_last"``: what the step runs with, for a benchmark's configuration column."""
+    """``"autocast bfloat16, channels_last, compiled"``: what the step runs with, for a benchmark's configuration
+    column."""
     dtype = f"autocast {str(sp.amp_dtype).removeprefix('torch.')}" if sp.amp_dtype is not None else ""
-    return ", ".join(f for f in (dtype, "channels_last" if sp.channels_last else "") if f)
+    compiled = "compiled" if hasattr(sp.kwargs["model"], "_orig_mod") else ""
+    return ", ".join(f for f in (dtype, "channels_last" if sp.channels_last else "", compiled) if f)
 
 
 def run_epoch(sp: StepParts, loader, epoch: int) -> dict[str, float]:

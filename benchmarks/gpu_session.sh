@@ -13,7 +13,8 @@
 #      one archive per variant, and `tools/ablate.py --summary-only` rebuilds the report anywhere;
 #   3. issue 11: training throughput of the s model at 640 px, batch 64, AMP, from fixed batches and from the
 #      loader (16 workers, images cached in memory), with the numpy (OpenCV in the workers) and the torch
-#      augmentation backends (pixels drawn on the GPU, data.augment_backend).
+#      augmentation backends (pixels drawn on the GPU, data.augment_backend); then the fixed batches with
+#      train.compile (torch.compile of the model), if the lease has time left.
 # Out: gpu.txt (machine, versions, the tables), meta.tgz (bench JSON, logs, the ablation's own files),
 # ablate_<variant>.tgz. Record them in benchmarks/README.md, docs/benchmarks.md, docs/ablation.md.
 set -uo pipefail
@@ -61,4 +62,8 @@ for run in "fixed numpy" "loader numpy" "loader torch"; do
     --workers 16 --steps 30 --warmup 8 --set data.cache_images=true data.augment_backend=$2 \
     --json runs/logs/train_gpu_$1_$2.json 2>&1 | tail -4 | tee -a "$OUT/gpu.txt"
 done
+# train.compile last: inductor compiles for minutes, so what it leaves of the lease decides whether it finishes
+timeout 150 python3 benchmarks/bench_train.py --device cuda --sizes s --img-size 640 --batch-size 64 --source fixed \
+  --steps 30 --warmup 8 --set train.compile=true --json runs/logs/train_gpu_fixed_compiled.json 2>&1 | tail -4 \
+  | tee -a "$OUT/gpu.txt"
 echo "== done $(( $(date +%s) - T0 )) s"

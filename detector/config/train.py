@@ -52,6 +52,11 @@ class TrainConfig:
     its speed and accuracy."""
     channels_last: bool = _opt(True)
     """Use the channels-last memory format (CUDA and CPU)."""
+    compile: bool = _opt(False)
+    """``torch.compile`` the model for the training forward and backward (inductor, default mode; evaluation and
+    checkpoints use the plain model). Compiling takes minutes; on this project's 2-core CPUs the step did not get
+    faster (docs/benchmarks.md), on GPUs it is unmeasured here: time it with ``benchmarks/bench_train.py --set
+    train.compile=true`` before a long run."""
     grad_clip: float | None = _opt(10.0, check=_in_range(0.0, lo_open=True))
     """Clip the gradient norm to this value before each optimizer step; null = no clipping."""
     max_bad_steps: int = _opt(0, check=_in_range(0))

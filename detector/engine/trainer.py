@@ -34,7 +34,7 @@ from detector.engine.evaluate import evaluate, float32_outputs, predict  # noqa:
 from detector.engine.history import append_history, epoch_line, read_history, truncate_history  # noqa: F401
 from detector.engine.nonfinite import NonFiniteGuard
 from detector.engine.optim import LRSchedule, accumulate_steps, build_optimizer, scaled_weight_decay, warmup_iterations
-from detector.engine.precision import precision
+from detector.engine.precision import precision, training_model
 from detector.engine.rng import seed_everything
 from detector.engine.start import check_training_data, load_weights
 from detector.engine.state import TrainState, restore_training, training_checkpoint
@@ -130,7 +130,7 @@ def _fit(cfg: Config, dist_ctx: DistContext, device: torch.device, run_dir, resu
         state = restore_training(resume, tc.epochs, model, ema, optimizer, scaler, criterion, device)
         log(f"Resuming {resume} after epoch {state.epoch + 1}/{tc.epochs}")
     # wrapped after the state is loaded: DDP broadcasts rank 0's weights when it is built
-    train_model = _data_parallel(model, device) if dist_ctx.enabled else model
+    train_model = training_model(_data_parallel(model, device) if dist_ctx.enabled else model, tc)
 
     batches_per_epoch = len(parts.train_loader)
     schedule = LRSchedule(
