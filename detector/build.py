@@ -78,13 +78,15 @@ def _detection_criterion(cfg: Config, num_classes: int, assigner) -> DetectionCr
     )
 
 
-def build_dataset(cfg: Config, split: str):
-    """The dataset of ``split`` of the dataset YAML named by ``data.dataset`` (first ``data.max_images``)."""
+def build_dataset(cfg: Config, split: str, images: bool = True):
+    """The dataset of ``split`` of the dataset YAML named by ``data.dataset`` (first ``data.max_images``), its
+    images decoded into memory under ``data.cache_images`` unless ``images`` is False (a caller that reads only
+    the annotations, such as the ablation report's ground truth)."""
     from detector.config import resolve_dataset
     from detector.data import build_dataset as build_split
 
     dataset = build_split(str(resolve_dataset(cfg)), split, max_images=cfg.data.max_images)
-    if cfg.data.cache_images:
+    if cfg.data.cache_images and images:
         held = dataset.cache_images()
         print(f"data.cache_images: {len(dataset)} {split} images decoded into memory ({held / 1e9:.2f} GB)")
     return dataset

@@ -91,11 +91,12 @@ def saved_detections(runs: Sequence[PlannedRun]) -> dict[tuple[str, int], Path]:
 
 
 def evaluation_ground_truth(runs: Sequence[PlannedRun]):
-    """The pycocotools ground truth of the evaluation split of the first run's config (every run evaluates it)."""
+    """The pycocotools ground truth of the evaluation split of the first run's config (every run evaluates it);
+    annotations only, no image is decoded even under ``data.cache_images``."""
     from detector.build import build_dataset
 
     cfg = runs[0].cfg
-    return build_dataset(cfg, cfg.eval.split).coco_gt()
+    return build_dataset(cfg, cfg.eval.split, images=False).coco_gt()
 
 
 def bootstrap_variants(spec: AblationSpec, runs: Sequence[PlannedRun], resamples: int, seed: int = 0,

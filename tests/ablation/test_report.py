@@ -149,3 +149,20 @@ def test_deltas_and_bold_row_follow_the_baseline():
     lines = format_markdown_table(rows, spec.reference).splitlines()
     assert lines[2].startswith("| a | (base) | 0.3000 | -0.1000 | 0.5000 | -0.1000 |")
     assert lines[3].startswith("| **b** | (base) | 0.4000 | ref (b) | 0.6000 | ref (b) |")
+
+
+def test_the_reports_ground_truth_decodes_no_image(monkeypatch):
+    """--summary-only on a spec with data.cache_images: the TIDE / bootstrap ground truth reads annotations only."""
+    from types import SimpleNamespace
+
+    from detector.ablation.report import evaluation_ground_truth
+    from detector.config import load_config
+    from detector.data.base import DetectionDataset
+
+    def refuse(self):
+        raise AssertionError("an image was decoded for the report's ground truth")
+
+    monkeypatch.setattr(DetectionDataset, "cache_images", refuse)
+    cfg = load_config("demo", ["data.cache_images=true", "data.max_images=5"])
+    coco_gt = evaluation_ground_truth([SimpleNamespace(cfg=cfg)])
+    assert len(coco_gt.getImgIds()) == 5 and len(coco_gt.getAnnIds()) > 0
