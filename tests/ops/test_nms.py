@@ -186,10 +186,10 @@ def test_postprocess_matches_per_image_torchvision_reference():
 
 @pytest.mark.parametrize("max_det", [1, 25, 300])
 def test_postprocess_on_score_prefixes_equals_nms_on_every_candidate(max_det):
-    """Many candidates per image (3,000 priors x 4 classes at conf 0.001), few detections kept: NMS runs on score
+    """Many candidates per image (1,000 priors x 4 classes at conf 0.001), few detections kept: NMS runs on score
     prefixes (several rounds where max_det is small) and must give what NMS over all candidates gives, for plain
     NMS (YOLOv5's per-image reference) and DIoU-NMS (greedy_nms over every candidate, then the top max_det)."""
-    boxes, cls_logits, obj_logits = random_outputs(3, 3000, 4, seed=7)
+    boxes, cls_logits, obj_logits = random_outputs(3, 1000, 4, seed=7)
     obj_logits[2] = -30.0  # image 2: no candidate above conf_thres
     got = postprocess(boxes, cls_logits, obj_logits, conf_thres=0.001, iou_thres=0.5, max_det=max_det)
     expected = reference_postprocess(boxes, cls_logits, obj_logits, 0.001, 0.5, max_det, 30000)
