@@ -16,6 +16,7 @@ Batches (``--source``):
     python benchmarks/bench_train.py --sizes n --img-size 320 640 --batch-size 16          # CPU figure
     python benchmarks/bench_train.py --device cuda --sizes s --img-size 640 --batch-size 64 --source loader \\
         --workers 16 --steps 50 --warmup 10                                                 # GPU figure
+    python benchmarks/bench_train.py --smoke --device cuda --preset yolov5_ciou yolov8_tal rpn   # a step of each, AMP
 """
 from __future__ import annotations
 
@@ -39,11 +40,11 @@ def endless_batches(parts):
         epoch += 1
 
 
-def bench_step(args, device: torch.device, size: str, img: int) -> dict:
-    """Build the parts for (size, img), warm up, time ``args.steps`` steps; return one result row."""
+def bench_step(args, device: torch.device, preset: str, size: str, img: int) -> dict:
+    """Build the parts of ``preset`` for (size, img), warm up, time ``args.steps`` steps; return one result row."""
     overrides = [f"model.size={size}", f"data.img_size={img}", f"data.workers={args.workers}",
                  f"train.batch_size={args.batch_size}", f"train.nbs={args.batch_size}", *args.set]
-    cfg = load_config(args.preset, overrides)
+    cfg = load_config(preset, overrides)
     parts = build.build_all(cfg, device)
     source = endless_batches(parts)
     if args.source == "fixed":  # collated before timing, then cycled
@@ -54,7 +55,7 @@ def bench_step(args, device: torch.device, size: str, img: int) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed(lambda: run_epoch(sp, Take(source, args.steps), epoch=1), device) / args.steps
     flags = precision_flags(sp)
-    config = (f"{args.preset} {size}, {img} px, batch {cfg.train.batch_size}, nbs {cfg.train.nbs}, "
+    config = (f"{preset} {size}, {img} px, batch {cfg.train.batch_size}, nbs {cfg.train.nbs}, "
               f"{args.source} batches" + (f", {args.workers} workers" if args.source == "loader" else "")
               + (f", {flags}" if flags else "")
               + (f", malloc {args.malloc}" if device.type == "cpu" else "") + f"; {args.steps} steps after {args.warmup}")
@@ -66,7 +67,8 @@ def bench_step(args, device: torch.device, size: str, img: int) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = base_parser(__doc__)
-    p.add_argument("--preset", default="yolov5_ciou", help="config name or path (default yolov5_ciou)")
+    p.add_argument("--preset", nargs="+", default=["yolov5_ciou"],
+                   help="config names or paths, one row each (default yolov5_ciou)")
     p.add_argument("--sizes", nargs="+", default=["n"], help="model sizes (default n)")
     p.add_argument("--img-size", type=int, nargs="+", default=[320, 640], help="input sizes (default 320 640)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.sizes, args.img_size, args.batch_size, args.steps, args.warmup = ["n"], [64], 2, 1, 1
         args.set = ["data.max_images=4", *args.set]
     device = setup(args)
-    rows = [bench_step(args, device, size, img) for size in args.sizes for img in args.img_size]
+    rows = [bench_step(args, device, preset, size, img)
+            for preset in args.preset for size in args.sizes for img in args.img_size]
     report(rows, args.json, argv, __file__)
     return rows
 

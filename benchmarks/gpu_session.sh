@@ -6,7 +6,7 @@
 #
 # then run, with carry [".gpu"] and a timeout of 600 s:   OUT=$OUT bash benchmarks/gpu_session.sh
 # Stages, each bounded so that what finished comes back:
-#   1. smoke: a 2-run ablation grid (1 epoch, 16 images, two processes sharing the GPU) through the code path of
+#   1. smoke: a training step of every preset under CUDA float16 AMP; a 2-run ablation grid (1 epoch, 16 images, two processes sharing the GPU) through the code path of
 #      stage 2 (cached images, spawned run processes, pycocotools); on failure the script stops there (a CUDA bug costs a minute, not the lease);
 #   2. issue 9: configs/ablations/iou_family_bccd_gpu.yaml (5 box losses x 3 seeds, n, 640 px, 50 epochs), 5 runs
 #      at a time, until DEADLINE_ABLATE seconds after the start; its run folders come back without checkpoints,
@@ -40,6 +40,10 @@ pack() {  # what came back of the ablation, whatever happened
 trap pack EXIT
 
 echo "== 1. smoke $(( $(date +%s) - T0 )) s"
+# a training step of every preset under CUDA float16 AMP (the sparse row gradients through to_dtype, each criterion)
+timeout 90 python3 benchmarks/bench_train.py --smoke --device cuda --json runs/logs/presets_amp.json \
+  --preset $(ls configs/*.yaml | xargs -n1 basename | sed 's/\.yaml$//' | grep -v '^demo$') 2>&1 \
+  | grep -E "^\| train step|Error" | cut -c1-60 | tee -a "$OUT/gpu.txt"
 timeout 150 python3 tools/ablate.py --cfg yolov5_ciou --vary loss.box=ciou,giou --no-progress --jobs 2 --threads 2 \
   --seeds 0 --out runs/ablate/smoke --set data.dataset=.gpu/bccd.yaml data.max_images=16 data.cache_images=true \
   data.workers=3 train.epochs=1 > runs/logs/smoke.log 2>&1

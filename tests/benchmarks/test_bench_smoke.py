@@ -58,6 +58,13 @@ def test_smoke_form_writes_its_table_as_json(name, tmp_path, capsys):
             assert math.isfinite(r[key]) and r[key] > 0, (name, key, r[key])
 
 
+def test_train_step_of_several_presets(tmp_path):
+    """--preset takes several configs, one row each (gpu_session.sh steps every preset under CUDA AMP this way)."""
+    rows = importlib.import_module("bench_train").main(["--smoke", "--preset", "yolov5_ciou", "rpn", "--json",
+                                                        str(tmp_path / "t.json")])
+    assert [r["configuration"].split()[0] for r in rows] == ["yolov5_ciou", "rpn"]
+
+
 def test_train_step_from_the_loader(tmp_path):
     """--source loader: batches drawn from the training loader while timing, warm-up then timed steps."""
     rows, _ = run_smoke("bench_train", tmp_path, ["--source", "loader"])
