@@ -1,25 +1,17 @@
 """The command-line tools: train.py and eval.py on a tiny real run, and their errors for bad input."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from detector.engine.checkpoint import load_checkpoint
+from tool_loader import load_tool as _tool  # noqa: E402
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 BCCD = (Path(__file__).resolve().parents[2] / "../shared/data/bccd").resolve()  # where data/bccd.yaml points
 TINY = ["data.max_images=2", "data.img_size=64", "data.workers=0", "train.batch_size=2", "train.epochs=1",
         "eval.batch_size=2"]
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

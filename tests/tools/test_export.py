@@ -13,7 +13,6 @@ at batch 2 and run at batches 3 and 1 (dynamic batch axis), at a non-square 64 x
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,11 @@ from detector.config import config_to_dict, load_config
 from detector.engine.checkpoint import save_checkpoint
 from detector.ops.nms import postprocess_scores
 from detector.structures import detection_scores
+from tool_loader import load_tool  # noqa: E402
 
 onnx = pytest.importorskip("onnx", reason="needs the export extra: pip install -e '.[export]'")
 ort = pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e '.[export]'")
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 SIZE = (64, 96)
 TINY = ["model.depth_multiple=0.33", "model.width_multiple=0.125", "data.img_size=64"]
 PRESETS = ("yolov5_ciou", "yolov8_tal", "yolo_e2e")
@@ -42,10 +41,7 @@ SCORE_ATOL = 1e-4
 
 
 def _export_tool():
-    spec = importlib.util.spec_from_file_location("tool_export", TOOLS / "export.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("export")
 
 
 @torch.no_grad()

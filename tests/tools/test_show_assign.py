@@ -1,7 +1,6 @@
 """tools/show_assign.py: its drawing on a hand-built assignment, the CLI on the shipped coco128, and its errors."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -12,18 +11,12 @@ import torch
 from detector.data import CocoDataset, letterboxed_sample
 from detector.models.priors import AnchorPriorGenerator
 from detector.structures import Assignment
+from tool_loader import load_tool as _tool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 COCO128 = REPO / "data" / "coco128"
 IMAGE = 1  # coco128 image 25: two giraffes, one large, one small, far apart
 SIZE = 256
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 show_assign = _tool("show_assign")
