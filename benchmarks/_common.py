@@ -205,6 +205,6 @@ def precision_flags(sp: StepParts) -> str:
 
 def run_epoch(sp: StepParts, loader, epoch: int) -> dict[str, float]:
     """``train_one_epoch`` over ``loader`` with the parts of :func:`step_parts`; returns its loss means."""
-    from detector.engine.trainer import train_one_epoch
+    from detector.engine.epoch import train_one_epoch
 
     return train_one_epoch(loader=loader, epoch=epoch, **sp.kwargs)

@@ -3,7 +3,7 @@
 
 One step = everything the trainer does for a batch: move to the device, forward (autocast and channels_last as ``fit``
 sets them), assignment + composite loss, backward, optimizer step, EMA update, the per-step loss sync and
-assignment statistics. It runs through ``detector.engine.trainer.train_one_epoch`` itself, so it times the code
+assignment statistics. It runs through ``detector.engine.epoch.train_one_epoch`` itself, so it times the code
 that trains. ``train.nbs`` is set to the batch size unless ``--set train.nbs=...`` says otherwise: an optimizer
 step at every batch (YOLOv5 at batch 16 with nbs 64 steps the optimizer every fourth batch).
 

@@ -1,8 +1,9 @@
 """The training loop: read it top to bottom.
 
-``fit(cfg)`` builds every part from the config (``detector.build``), then for each epoch runs
-``train_one_epoch`` (:mod:`detector.engine.epoch`) and, every ``train.eval_interval`` epochs and at the end, ``evaluate`` with the EMA
-weights; it writes ``last.pt`` / ``best.pt`` atomically, TensorBoard scalars and ``results.json``.
+``fit(cfg)`` builds every part from the config (``detector.build``), then for each epoch runs ``train_one_epoch``
+(:mod:`detector.engine.epoch`) and, every ``train.eval_interval`` epochs and at the end, ``evaluate`` with the EMA
+weights; it writes ``last.pt`` / ``best.pt`` atomically (:mod:`detector.engine.state` fills them and resumes from
+them), TensorBoard scalars and ``results.json``.
 
 Reproducibility: every epoch starts by re-seeding all generators from ``(train.seed, epoch)``, so the
 work of an epoch depends only on what the checkpoint holds (weights, EMA, optimizer, scaler, epoch).

@@ -14,7 +14,8 @@ from detector.config import load_config
 from detector.engine import trainer
 from detector.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, nonfinite_terms
 from detector.engine.optim import LRSchedule
-from detector.engine.trainer import read_history, train_one_epoch
+from detector.engine.epoch import train_one_epoch
+from detector.engine.trainer import read_history
 from tiny_model import Tiny  # noqa: E402 (tests/engine on sys.path, as for ddp_worker)
 
 TINY = ["data.max_images=4", "data.img_size=64", "data.workers=0", "train.batch_size=2", "train.nbs=2",

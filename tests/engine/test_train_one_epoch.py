@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from detector.engine.optim import LRSchedule
-from detector.engine.trainer import train_one_epoch
+from detector.engine.epoch import train_one_epoch
 from tiny_model import Tiny  # noqa: E402 (tests/engine on sys.path, as for ddp_worker)
 
 
