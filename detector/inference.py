@@ -8,7 +8,6 @@ evaluation thresholds, the detections of an image equal those a training run sco
 from __future__ import annotations
 
 import colorsys
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -68,16 +67,14 @@ def load_predictor(weights: str | Path, device: torch.device | str = "cpu", ema:
     """The model of a ``last.pt`` / ``best.pt`` (its EMA weights unless ``ema`` is False) in eval mode on ``device``.
 
     ``overrides``: ``img_size`` (``data.img_size``), and ``conf_thres``, ``iou_thres``, ``max_det``, ``nms`` of
-    ``eval``; None keeps the checkpoint's value. Raises CheckpointError for a file that is not a checkpoint."""
+    ``eval``; None keeps the checkpoint's value. Raises CheckpointError for a file that is not a checkpoint and
+    ConfigError for an override the config schema refuses (an ``img_size`` that is not a multiple of 32)."""
     from detector import build
     from detector.engine.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(weights)
-    cfg = config_from_dict(ckpt["config"], source=str(weights))
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "img_size" in overrides:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, img_size=overrides.pop("img_size")))
-    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **overrides))
+    items = [f"{'data' if k == 'img_size' else 'eval'}.{k}={v}" for k, v in overrides.items() if v is not None]
+    cfg = config_from_dict(ckpt["config"], source=str(weights), overrides=items)  # checked as --set items are
     names = [str(n) for n in ckpt["names"]]
     model = build.build_model(cfg, num_classes=len(names))
     model.load_state_dict(ckpt["ema"] if ema and ckpt.get("ema") is not None else ckpt["model"])

@@ -386,6 +386,16 @@ def test_config_to_dict_is_plain_and_loads_with_weights_only(tmp_path):
     assert config_from_dict(loaded["config"]) == cfg
 
 
+def test_config_from_dict_applies_overrides_last_with_their_source():
+    """A checkpoint's config with a tool's options: overrides win, are checked and are located as --set items."""
+    stored = config_to_dict(load_config("demo"))
+    cfg = config_from_dict(stored, source="ckpt.pt", overrides=["data.img_size=320", "eval.conf_thres=0.25"])
+    assert (cfg.data.img_size, cfg.eval.conf_thres, cfg.train.epochs) == (320, 0.25, 150)
+    assert where(cfg, "data.img_size")[0] == "--set data.img_size=320" and where(cfg, "train.epochs")[0] == "ckpt.pt"
+    with pytest.raises(ConfigError, match="--set data.img_size=300: data.img_size: 300 is not a multiple of 32"):
+        config_from_dict(stored, source="ckpt.pt", overrides=["data.img_size=300"])
+
+
 def test_config_from_dict_errors_name_the_source():
     with pytest.raises(ConfigError) as info:
         config_from_dict({"train": {"epochs": "ten"}}, source="ckpt.pt")

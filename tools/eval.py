@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -42,22 +41,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         ckpt = load_checkpoint(args.weights)
-        cfg = config_from_dict(ckpt["config"], source=str(args.weights))
-        data = dataclasses.replace(
-            cfg.data,
-            dataset=args.data or cfg.data.dataset,
-            img_size=args.img_size or cfg.data.img_size,
-            max_images=args.max_images if args.max_images is not None else cfg.data.max_images,
-        )
-        ev = dataclasses.replace(
-            cfg.eval,
-            split=args.split or cfg.eval.split,
-            batch_size=args.batch_size or cfg.eval.batch_size,
-            conf_thres=cfg.eval.conf_thres if args.conf_thres is None else args.conf_thres,
-            iou_thres=cfg.eval.iou_thres if args.iou_thres is None else args.iou_thres,
-            nms=args.nms or cfg.eval.nms,
-        )
-        cfg = dataclasses.replace(cfg, data=data, eval=ev)
+        options = {"data.dataset": args.data, "data.img_size": args.img_size, "data.max_images": args.max_images,
+                   "eval.split": args.split, "eval.batch_size": args.batch_size, "eval.conf_thres": args.conf_thres,
+                   "eval.iou_thres": args.iou_thres, "eval.nms": args.nms}
+        cfg = config_from_dict(ckpt["config"], source=str(args.weights),  # the options checked as --set items are
+                               overrides=[f"{k}={v}" for k, v in options.items() if v is not None])
+        data, ev = cfg.data, cfg.eval
         device = select_device(args.device)
         dataset = build.build_dataset(cfg, ev.split)
         if len(dataset.names) != cfg_num_classes(ckpt):

@@ -100,14 +100,18 @@ def load_config(path_or_name: str | Path, overrides: Iterable[str] = (), *,
     return _build_config(*layer)
 
 
-def config_from_dict(data: dict, source: str = "<dict>") -> Config:
-    """Validate a plain dict (e.g. :func:`config_to_dict` output stored in a checkpoint) into a Config.
+def config_from_dict(data: dict, source: str = "<dict>", overrides: Iterable[str] = ()) -> Config:
+    """Validate a plain dict (e.g. :func:`config_to_dict` output stored in a checkpoint) into a Config, with
+    ``key=value`` ``overrides`` applied last as in :func:`load_config` (a tool's options on a checkpoint's config).
 
-    Errors name ``source`` in place of a file. ``base:`` is not followed here.
+    Errors name ``source`` in place of a file, or the override. ``base:`` is not followed here.
     """
     if not isinstance(data, dict):
         raise ConfigError("", f"expected a mapping of sections, got {_describe(data)}", source)
-    return _build_config(copy.deepcopy(data), {p: (source, None) for p in _value_paths(data)})
+    layer = (copy.deepcopy(data), {p: (source, None) for p in _value_paths(data)})
+    for item in overrides:
+        layer = _merge(layer, _parse_override(item))
+    return _build_config(*layer)
 
 
 def resolve_dataset(cfg: Config, data_dir: str | Path | None = None) -> Path:

@@ -122,3 +122,14 @@ def test_drawing_and_yolo_lines_by_hand():
 
     drawn = draw_detections(image, dets, ["a", "b"])
     assert tuple(drawn[30, 20]) == class_colour(1) and image.max() == 0  # a BGR copy; the input is untouched
+
+
+def test_an_image_size_off_the_stride_is_a_config_error(trained_run, tmp_path, capsys):
+    """--img-size goes through the config's own checks (as a --set item would), for predict.py and eval.py alike."""
+    argv = ["--weights", str(trained_run / "last.pt"), "--img-size", "300"]
+    image = Path(_dataset(trained_run).records[0].path)
+    assert _tool("predict").main([*argv, "--source", str(image), "--out", str(tmp_path / "p")]) == 2
+    assert _tool("eval").main([*argv, "--out", str(tmp_path / "e.json")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["error: --set data.img_size=300: data.img_size: 300 is not a multiple of 32"] * 2
+    assert not (tmp_path / "p").exists()
