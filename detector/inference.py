@@ -1,4 +1,4 @@
-"""Detections on image files with a trained checkpoint: the library side of ``tools/predict.py``.
+"""Detections on image files with a trained checkpoint: the library side of ``tools/detect.py``.
 
 An image goes through exactly what evaluation does to it (decoded with its EXIF orientation, letterboxed to the
 config's ``data.img_size`` with scale-up, scaled to [0, 1]; :func:`detector.engine.evaluate.predict` with the

@@ -1,4 +1,4 @@
-"""tools/predict.py and detector/inference.py: detections on image files from a checkpoint.
+"""tools/detect.py and detector/inference.py: detections on image files from a checkpoint.
 
 The anchor: at the run's own thresholds, the detections of an image file equal the ones evaluation scores that
 image with (``detections.json``, from the dataset loader), boxes in the file's pixels.
@@ -53,7 +53,7 @@ def spread_checkpoint(trained_run) -> Path:
 
 
 def test_detections_of_the_files_equal_the_evaluation(spread_checkpoint, tmp_path):
-    """tools/predict.py's path (file -> letterbox -> predict -> file pixels) against evaluation's (dataset loader,
+    """tools/detect.py's path (file -> letterbox -> predict -> file pixels) against evaluation's (dataset loader,
     detections.json), on the same model and images."""
     predictor = load_predictor(spread_checkpoint)
     cfg = predictor.cfg
@@ -86,7 +86,7 @@ def test_cli_writes_images_json_and_yolo_labels(trained_run, tmp_path):
     out = tmp_path / "out"
     argv = ["--weights", str(trained_run / "last.pt"), "--source", str(source), "--out", str(out), "--device", "cpu",
             "--conf-thres", "0", "--save-txt", "--batch-size", "1"]
-    assert _tool("predict").main(argv) == 0
+    assert _tool("detect").main(argv) == 0
     records = json.loads((out / "predictions.json").read_text())
     assert [Path(r["file"]).name for r in records] == sorted(p.name for p in paths)
     for r, p in zip(records, sorted(paths)):
@@ -104,7 +104,7 @@ def test_missing_and_empty_sources_are_named(tmp_path, trained_run, capsys):
         image_files(tmp_path / "nowhere")
     with pytest.raises(DatasetError, match="no image files"):
         image_files(tmp_path)
-    assert _tool("predict").main(["--weights", str(trained_run / "last.pt"), "--source", str(tmp_path)]) == 2
+    assert _tool("detect").main(["--weights", str(trained_run / "last.pt"), "--source", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
@@ -125,10 +125,10 @@ def test_drawing_and_yolo_lines_by_hand():
 
 
 def test_an_image_size_off_the_stride_is_a_config_error(trained_run, tmp_path, capsys):
-    """--img-size goes through the config's own checks (as a --set item would), for predict.py and eval.py alike."""
+    """--img-size goes through the config's own checks (as a --set item would), for detect.py and eval.py alike."""
     argv = ["--weights", str(trained_run / "last.pt"), "--img-size", "300"]
     image = Path(_dataset(trained_run).records[0].path)
-    assert _tool("predict").main([*argv, "--source", str(image), "--out", str(tmp_path / "p")]) == 2
+    assert _tool("detect").main([*argv, "--source", str(image), "--out", str(tmp_path / "p")]) == 2
     assert _tool("eval").main([*argv, "--out", str(tmp_path / "e.json")]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["error: --set data.img_size=300: data.img_size: 300 is not a multiple of 32"] * 2

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Detect objects in image files with a trained checkpoint; write the images with their boxes drawn.
 
-    python tools/predict.py --weights runs/train/exp/best.pt --source data/coco128/images/train2017
-    python tools/predict.py --weights best.pt --source photo.jpg --conf-thres 0.5 --save-txt --out runs/predict/a
+    python tools/detect.py --weights runs/train/exp/best.pt --source data/coco128/images/train2017
+    python tools/detect.py --weights best.pt --source photo.jpg --conf-thres 0.5 --save-txt --out runs/detect/a
 
 Each image is letterboxed to the checkpoint's ``data.img_size`` (``--img-size`` to change it) and post-processed
 with its ``eval`` settings, except the score threshold: ``--conf-thres`` (default 0.25, for pictures; evaluation
-uses 0.001). Written to ``--out`` (default ``runs/predict/exp``, ``exp2``, ... never overwriting): every image with
+uses 0.001). Written to ``--out`` (default ``runs/detect/exp``, ``exp2``, ... never overwriting): every image with
 its detections drawn, ``predictions.json`` (per file: box xyxy in the file's pixels, score, class, name) and, with
 ``--save-txt``, ``labels/<image stem>.txt`` in YOLO format with the score as a sixth column.
 """
@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-ema", action="store_true", help="the raw weights instead of the EMA weights")
     p.add_argument("--save-txt", action="store_true", help="also write YOLO-format label files with scores")
-    p.add_argument("--out", help="output folder (default: runs/predict/exp, exp2, ...)")
+    p.add_argument("--out", help="output folder (default: runs/detect/exp, exp2, ...)")
     return p.parse_args(argv)
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         predictor = load_predictor(args.weights, select_device(args.device), ema=not args.no_ema,
                                    img_size=args.img_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
                                    max_det=args.max_det)
-        out = Path(args.out) if args.out else next_run_dir("runs/predict", "exp")
+        out = Path(args.out) if args.out else next_run_dir("runs/detect", "exp")
         (out / "labels" if args.save_txt else out).mkdir(parents=True, exist_ok=True)
         records, count = [], 0
         for start in range(0, len(files), args.batch_size):
