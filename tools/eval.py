@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector import build  # noqa: E402
 from detector.config import config_from_dict  # noqa: E402
 from detector.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from detector.engine.trainer import evaluate, select_device  # noqa: E402
+from detector.engine.distributed import select_device  # noqa: E402
+from detector.engine.evaluate import evaluate  # noqa: E402
 from detector.errors import ConfigError, DatasetError  # noqa: E402
 from detector.evaluation.coco import format_coco_table, write_results_json  # noqa: E402
 
