@@ -21,7 +21,8 @@ from detector.config import Config, config_from_dict
 from detector.data.base import Sample
 from detector.data.collate import collate
 from detector.data.files import read_image_rgb
-from detector.data.letterbox import ImageMeta, letterbox, scale_boxes_to_original
+from detector.data.letterbox import scale_boxes_to_original
+from detector.data.pipeline import letterbox_sample
 from detector.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -30,13 +31,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 @dataclass
 class Predictor:
     """A trained model ready to detect: its config (``data.img_size`` and ``eval`` thresholds in use), the class
-    names and the box coder, on ``device``."""
+    names and the box coder, on ``device``; ``ema``: the weights are the checkpoint's EMA weights."""
 
     model: nn.Module
     coder: object
     cfg: Config
     names: list[str]
     device: torch.device
+    ema: bool = True
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -46,14 +48,9 @@ class Predictor:
 
         if not images:
             return []
-        size = self.cfg.data.img_size
-        items = []
-        for image in images:
-            boxed, _, scale, pad = letterbox(image, np.zeros((0, 4), np.float32), size, scaleup=True)
-            sample = Sample(image=boxed, boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64),
-                            image_id=0, path="")
-            items.append((sample, ImageMeta(0, image.shape[:2], scale, (float(pad[0]), float(pad[1])))))
-        batch = collate(items)
+        no_boxes, no_labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        batch = collate([letterbox_sample(Sample(image, no_boxes, no_labels, image_id=0, path=""), self.cfg.data.img_size)
+                         for image in images])
         dets = predict(self.model, self.coder, batch.images.to(self.device), self.cfg.eval)
         out = []
         for d, meta in zip(dets, batch.metas):
@@ -63,23 +60,23 @@ class Predictor:
         return out
 
 
-def load_predictor(weights: str | Path, device: torch.device | str = "cpu", ema: bool = True, **overrides) -> Predictor:
-    """The model of a ``last.pt`` / ``best.pt`` (its EMA weights unless ``ema`` is False) in eval mode on ``device``.
-
-    ``overrides``: ``img_size`` (``data.img_size``), and ``conf_thres``, ``iou_thres``, ``max_det``, ``nms`` of
-    ``eval``; None keeps the checkpoint's value. Raises CheckpointError for a file that is not a checkpoint and
-    ConfigError for an override the config schema refuses (an ``img_size`` that is not a multiple of 32)."""
+def load_predictor(weights: str | Path, device: torch.device | str = "cpu", ema: bool = True,
+                   overrides: Sequence[str] = ()) -> Predictor:
+    """The model of a ``last.pt`` / ``best.pt`` (its EMA weights unless ``ema`` is False or it has none) in eval mode
+    on ``device``, with its config and ``key=value`` ``overrides`` (``data.img_size=640``, ``eval.conf_thres=0.25``)
+    checked as ``--set`` items are. Raises CheckpointError for a file that is not a checkpoint and ConfigError for an
+    override the config schema refuses (an ``img_size`` that is not a multiple of 32)."""
     from detector import build
     from detector.engine.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(weights)
-    items = [f"{'data' if k == 'img_size' else 'eval'}.{k}={v}" for k, v in overrides.items() if v is not None]
-    cfg = config_from_dict(ckpt["config"], source=str(weights), overrides=items)  # checked as --set items are
+    cfg = config_from_dict(ckpt["config"], source=str(weights), overrides=overrides)
     names = [str(n) for n in ckpt["names"]]
     model = build.build_model(cfg, num_classes=len(names))
-    model.load_state_dict(ckpt["ema"] if ema and ckpt.get("ema") is not None else ckpt["model"])
+    use_ema = ema and ckpt.get("ema") is not None
+    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
     device = torch.device(device)
-    return Predictor(model.to(device).eval(), build.build_coder(cfg), cfg, names, device)
+    return Predictor(model.to(device).eval(), build.build_coder(cfg), cfg, names, device, use_ema)
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -102,9 +99,9 @@ def read_images(paths: Sequence[Path]) -> list[np.ndarray]:
     return [read_image_rgb(str(p)) for p in paths]
 
 
-def class_colour(k: int) -> tuple[int, int, int]:
-    """BGR colour of class ``k``: saturated hues a golden-ratio step apart."""
-    r, g, b = colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.85, 1.0)
+def class_colour(k: int, saturation: float = 0.85) -> tuple[int, int, int]:
+    """BGR colour number ``k`` (a class, a box): saturated hues a golden-ratio step apart."""
+    r, g, b = colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, saturation, 1.0)
     return int(b * 255), int(g * 255), int(r * 255)
 
 

@@ -49,9 +49,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         files = image_files(args.source)
+        options = {"data.img_size": args.img_size, "eval.conf_thres": args.conf_thres,
+                   "eval.iou_thres": args.iou_thres, "eval.max_det": args.max_det}
         predictor = load_predictor(args.weights, select_device(args.device), ema=not args.no_ema,
-                                   img_size=args.img_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                                   max_det=args.max_det)
+                                   overrides=[f"{k}={v}" for k, v in options.items() if v is not None])
         out = Path(args.out) if args.out else next_run_dir("runs/detect", "exp")
         (out / "labels" if args.save_txt else out).mkdir(parents=True, exist_ok=True)
         records, count = [], 0

@@ -13,11 +13,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector import build  # noqa: E402
-from detector.config import config_from_dict  # noqa: E402
-from detector.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from detector.engine.checkpoint import CheckpointError  # noqa: E402
 from detector.engine.distributed import select_device  # noqa: E402
 from detector.engine.evaluate import evaluate  # noqa: E402
 from detector.errors import ConfigError, DatasetError  # noqa: E402
+from detector.inference import load_predictor  # noqa: E402
 from detector.evaluation.coco import format_coco_table, write_results_json  # noqa: E402
 
 
@@ -41,39 +41,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        ckpt = load_checkpoint(args.weights)
         options = {"data.dataset": args.data, "data.img_size": args.img_size, "data.max_images": args.max_images,
                    "eval.split": args.split, "eval.batch_size": args.batch_size, "eval.conf_thres": args.conf_thres,
                    "eval.iou_thres": args.iou_thres, "eval.nms": args.nms}
-        cfg = config_from_dict(ckpt["config"], source=str(args.weights),  # the options checked as --set items are
-                               overrides=[f"{k}={v}" for k, v in options.items() if v is not None])
+        predictor = load_predictor(args.weights, select_device(args.device), ema=not args.no_ema,
+                                   overrides=[f"{k}={v}" for k, v in options.items() if v is not None])
+        cfg = predictor.cfg
         data, ev = cfg.data, cfg.eval
-        device = select_device(args.device)
         dataset = build.build_dataset(cfg, ev.split)
-        if len(dataset.names) != cfg_num_classes(ckpt):
+        if len(dataset.names) != len(predictor.names):
             raise DatasetError(
                 f"{cfg.data.dataset}: has {len(dataset.names)} classes but the checkpoint {args.weights} was trained "
-                f"with {cfg_num_classes(ckpt)}"
+                f"with {len(predictor.names)}"
             )
-        model = build.build_model(cfg, num_classes=len(dataset.names)).to(device)
-        use_ema = ckpt.get("ema") is not None and not args.no_ema
-        model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
         loader = build.build_loader(cfg, dataset, train=False)
-        stats = evaluate(model, build.build_coder(cfg), loader, dataset, ev, device)
+        stats = evaluate(predictor.model, predictor.coder, loader, dataset, ev, predictor.device)
     except (ConfigError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_coco_table(stats))
     out = Path(args.out) if args.out else Path(args.weights).parent / f"eval_{ev.split}.json"
     write_results_json(out, stats, extra={"weights": str(args.weights), "dataset": data.dataset, "split": ev.split,
-                                          "img_size": data.img_size, "ema": use_ema})
+                                          "img_size": data.img_size, "ema": predictor.ema})
     print(f"Results written to {out}")
     return 0
-
-
-def cfg_num_classes(ckpt: dict) -> int:
-    """Number of classes the checkpoint's model was built for (from its class-logit layer shapes)."""
-    return int(ckpt["num_classes"])
 
 
 if __name__ == "__main__":

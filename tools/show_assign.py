@@ -13,7 +13,6 @@ assigners that read predictions (``needs_predictions``: SimOTA, TAL, ...) see an
 from __future__ import annotations
 
 import argparse
-import colorsys
 import sys
 from pathlib import Path
 
@@ -28,15 +27,15 @@ from detector.assigners.stats import assignment_stats, format_assignment_table  
 from detector.config import load_config  # noqa: E402
 from detector.data import collate  # noqa: E402
 from detector.errors import ConfigError, DatasetError  # noqa: E402
+from detector.inference import class_colour  # noqa: E402
 from detector.structures import Assignment, Priors  # noqa: E402
 
 IGNORE_COLOUR = (160, 160, 160)  # BGR
 
 
 def box_colour(i: int) -> tuple[int, int, int]:
-    """BGR colour of ground-truth box ``i`` of the image: saturated hues a golden-ratio step apart."""
-    r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.9, 1.0)
-    return int(b * 255), int(g * 255), int(r * 255)
+    """BGR colour of ground-truth box ``i`` of the image (:func:`detector.inference.class_colour`)."""
+    return class_colour(i, saturation=0.9)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -63,7 +63,12 @@ def augmented_sample(dataset: Dataset, index: int, size: int, cfg: AugmentConfig
 
 def letterboxed_sample(dataset: Dataset, index: int, size: int) -> tuple[Sample, ImageMeta]:
     """One validation sample: letterboxed to ``S x S`` (scale-up allowed) and its :class:`ImageMeta`."""
-    s = dataset[index]
+    return letterbox_sample(dataset[index], size)
+
+
+def letterbox_sample(s: Sample, size: int) -> tuple[Sample, ImageMeta]:
+    """A sample in original pixels -> the evaluation input: letterboxed to ``S x S`` (scale-up allowed), and its
+    :class:`ImageMeta` (also what :class:`detector.inference.Predictor` does to an image file)."""
     image, boxes, scale, pad = letterbox(s.image, s.boxes, size, scaleup=True)
     meta = ImageMeta(image_id=s.image_id, orig_size=s.orig_size, scale=scale, pad=(float(pad[0]), float(pad[1])))
     return Sample(image, boxes, s.labels, s.image_id, s.path, s.orig_size), meta
